@@ -1,0 +1,184 @@
+//! The slow path: reads records out of the registry and shapes them into the
+//! report types — grouping by spawn site, parent chains, symbolized stacks,
+//! ignore patterns, deterministic order.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashMap;
+
+use crate::capture::StackId;
+use crate::registry::Scope;
+use crate::report::{SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry};
+use crate::tracker::Tracker;
+
+/// A copy of one record, taken under its shard's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskView {
+    pub(crate) id: NonZeroU64,
+    site: &'static Location<'static>,
+    spawned_by: Vec<u64>,
+    age_ms: u64,
+    stack: Option<StackId>,
+    label: Option<Arc<str>>,
+}
+
+impl TaskView {
+    pub(crate) fn site(&self) -> SourceLocation {
+        SourceLocation {
+            file: crate::paths::relative(self.site.file()),
+            line: self.site.line(),
+            column: self.site.column(),
+        }
+    }
+}
+
+/// Live tasks selected by `keep` (all of them when `None`), with their parent
+/// chains.
+pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskView> {
+    let inner = &tracker.inner;
+    let now_ns = inner.epoch.elapsed().as_nanos() as u64;
+    let mut parents: FxHashMap<NonZeroU64, Option<NonZeroU64>> = FxHashMap::default();
+    let mut picked = Vec::new();
+    inner.registry.for_each(|id, record| {
+        parents.insert(id, record.parent);
+        let member = match scope {
+            None => true,
+            Some(scope) => record.ctx.as_ref().is_some_and(|ctx| ctx.contains(scope)),
+        };
+        if member {
+            picked.push(TaskView {
+                id,
+                site: record.site,
+                spawned_by: record.parent.map(|p| vec![p.get()]).unwrap_or_default(),
+                age_ms: now_ns.saturating_sub(record.spawned_ns) / 1_000_000,
+                stack: record.stack,
+                label: record
+                    .ctx
+                    .as_ref()
+                    .and_then(|ctx| ctx.label.as_ref().map(|l| l.name.clone())),
+            });
+        }
+    });
+    for task in &mut picked {
+        // Follow the chain while the ancestors are alive; a dead ancestor is
+        // still named (it spawned this task) but its own parent is unknown.
+        let mut cursor = task.spawned_by.first().and_then(|&p| NonZeroU64::new(p));
+        while let Some(ancestor) = cursor.and_then(|p| parents.get(&p).copied().flatten()) {
+            if task.spawned_by.len() >= 32 || task.spawned_by.contains(&ancestor.get()) {
+                break;
+            }
+            task.spawned_by.push(ancestor.get());
+            cursor = Some(ancestor);
+        }
+    }
+    picked
+}
+
+/// Splits `tasks` into those matching none of `patterns` and the count of
+/// those matching one.
+pub(crate) fn without_ignored(tasks: Vec<TaskView>, patterns: &[String]) -> (Vec<TaskView>, usize) {
+    if patterns.is_empty() {
+        return (tasks, 0);
+    }
+    let total = tasks.len();
+    let kept: Vec<TaskView> = tasks
+        .into_iter()
+        .filter(|task| !patterns.iter().any(|p| ignores(task, p)))
+        .collect();
+    let ignored = total - kept.len();
+    (kept, ignored)
+}
+
+/// Whether `pattern` (a spawn-site path suffix, optionally with `:line` or
+/// `:line:col`, or a function path prefix) matches `task`.
+fn ignores(task: &TaskView, pattern: &str) -> bool {
+    let site = task.site();
+    let candidates = [
+        site.file.clone(),
+        format!("{}:{}", site.file, site.line),
+        format!("{}:{}:{}", site.file, site.line, site.column),
+    ];
+    let suffix_match = candidates.iter().any(|candidate| {
+        candidate
+            .strip_suffix(pattern)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('/') || rest.ends_with('\\'))
+    });
+    suffix_match
+        || task.stack.is_some_and(|stack| {
+            crate::symbolize::resolve(stack)
+                .iter()
+                .any(|frame| frame.function.starts_with(pattern))
+        })
+}
+
+/// Groups tasks by spawn site (most tasks first, then by location; inside a
+/// group oldest first) and resolves their stacks into a shared table.
+pub(crate) fn group(
+    tasks: Vec<TaskView>,
+    parked: &FxHashMap<u64, String>,
+) -> (Vec<SiteGroup>, Vec<Stack>) {
+    let mut by_site: BTreeMap<SourceLocation, Vec<TaskView>> = BTreeMap::new();
+    for task in tasks {
+        by_site.entry(task.site()).or_default().push(task);
+    }
+    let mut stacks: Vec<Stack> = Vec::new();
+    let mut stack_index: FxHashMap<StackId, usize> = FxHashMap::default();
+    let mut groups: Vec<SiteGroup> = by_site
+        .into_iter()
+        .map(|(site, mut tasks)| {
+            tasks.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.id.cmp(&b.id)));
+            let entries = tasks
+                .iter()
+                .map(|task| TaskEntry {
+                    id: task.id.get(),
+                    age_ms: task.age_ms,
+                    spawned_by: task.spawned_by.clone(),
+                    label: task.label.as_deref().map(str::to_owned),
+                    stack: task.stack.map(|stack| {
+                        *stack_index.entry(stack).or_insert_with(|| {
+                            stacks.push(Stack {
+                                frames: crate::symbolize::resolve(stack),
+                            });
+                            stacks.len() - 1
+                        })
+                    }),
+                    parked_at: parked.get(&task.id.get()).cloned(),
+                })
+                .collect::<Vec<_>>();
+            SiteGroup {
+                site,
+                count: entries.len(),
+                oldest_age_ms: entries.first().map_or(0, |t| t.age_ms),
+                tasks: entries,
+            }
+        })
+        .collect();
+    // BTreeMap already ordered by location; a stable sort keeps that as the
+    // tie-breaker.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    (groups, stacks)
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn snapshot(tracker: &Tracker) -> Snapshot {
+    let tasks = tasks(tracker, None);
+    let live = tasks.len();
+    let (sites, stacks) = group(tasks, &FxHashMap::default());
+    Snapshot {
+        schema_version: SCHEMA_VERSION,
+        kind: "snapshot".to_owned(),
+        captured_at_unix_ms: unix_ms(),
+        live,
+        sites,
+        stacks,
+    }
+}

@@ -1,0 +1,159 @@
+//! Fail tokio tests whose spawned tasks outlive them.
+//!
+//! A `#[tokio::test]` that returns while tasks it spawned are still running
+//! hides a leak: the test drops its runtime, which silently cancels them,
+//! while in production the same code leaks forever. leakcheck records every
+//! spawned task with its spawn site and a cheap spawn backtrace, and fails the
+//! test with a report naming each task that outlived it:
+//!
+//! ```text
+//! leakcheck: 1 leaked task in `my_crate::tests::accepts` (still running 250 ms after the body returned)
+//!
+//! ── src/conn.rs:88:5 · 1 task ──
+//!   task 12 · age 253 ms · spawned by task 7 ← the test body
+//!   spawn backtrace:
+//!     0: my_crate::conn::accept_loop::{{closure}} at src/conn.rs:88
+//!     1: my_crate::tests::accepts::{{closure}} at src/tests.rs:12
+//!   parked at:
+//!     my_crate::conn::accept_loop::{{closure}} at src/conn.rs:91
+//!
+//! hint: the task spawned at src/conn.rs:88:5 is still running; keep its JoinHandle and await or abort it …
+//! ```
+//!
+//! # Use
+//! Replace `#[tokio::test]` with [`#[leakcheck::test]`](macro@test) (same
+//! arguments, plus `grace`, `ignore` and `mode`), or check a scope by hand with
+//! [`verify_none`] on a runtime built with a [`Tracker`] installed:
+//!
+//! ```
+//! #[leakcheck::test]
+//! async fn joins_what_it_spawns() {
+//!     let worker = tokio::spawn(async { 1 + 1 });
+//!     assert_eq!(worker.await.unwrap(), 2);
+//! }
+//! ```
+//!
+//! Spawn sites need tokio's hooks, which need `--cfg tokio_unstable`;
+//! add this to `.cargo/config.toml` (frame pointers make backtraces ~50×
+//! cheaper):
+//!
+//! ```toml
+//! [build]
+//! rustflags = ["--cfg", "tokio_unstable", "-C", "force-frame-pointers=yes"]
+//! rustdocflags = ["--cfg", "tokio_unstable"]
+//! ```
+//!
+//! Without it leakcheck still works but degrades to comparing the runtime's
+//! live task count (`num_alive_tasks`), and its reports say so.
+//!
+//! # What counts as a leak
+//! Every task spawned during the scope (the test body, or the code between
+//! [`verify_none`] and [`VerifyGuard::verify`]), directly or transitively —
+//! `tokio::spawn`, `Handle::spawn`, `JoinSet`, `task::Builder`, `spawn_local`
+//! on a `LocalRuntime` — that is still alive when the body has returned and
+//! the grace period (default [`DEFAULT_GRACE`]) has passed. The wait ends as
+//! soon as the last such task terminates: a clean test pays no fixed delay.
+//! Tasks that were alive before the scope began are not its leaks.
+//!
+//! Each `#[leakcheck::test]` owns its runtime and tracker, so tests running in
+//! parallel never blame each other's tasks — something goleak, which inspects
+//! every goroutine of the process, cannot do (`t.Parallel` breaks it).
+//!
+//! # Not detected (limitations)
+//! - Tasks on a `LocalSet`: tokio fires no hooks for them. Use a
+//!   `LocalRuntime` (`flavor = "local"`) instead.
+//! - `spawn_blocking` closures and `std::thread`s: tokio reports their end but
+//!   not their start, so they are not tracked. A task spawned *from* them is
+//!   tracked and counted in every open scope of its runtime (its spawner is
+//!   unknown).
+//! - Tasks on other runtimes than the test's.
+//! - A test body's own futures that are dropped unfinished (not tasks).
+//!
+//! # Configuration
+//! | variable | values | default |
+//! |---|---|---|
+//! | `LEAKCHECK_BACKTRACE` | `off` (spawn site only) or `full` (spawn site and spawn backtrace) | `full` |
+//! | `LEAKCHECK_GRACE` | time tasks get to finish after the body, e.g. `250ms`, `2s`, `0` | `250ms` |
+//! | `LEAKCHECK_MODE` | `fail` (panic with the report) or `warn` (print it, pass) | `fail` |
+//! | `LEAKCHECK_REPORT_DIR` | directory receiving one JSON report per failing test, written atomically | unset; `target/leakcheck-reports` in the workspace when `CI` is set |
+//!
+//! Attribute arguments override the environment. Under GitHub Actions
+//! (`GITHUB_ACTIONS=true`) each leaking spawn site is also printed as an
+//! `::error file=…,line=…` annotation, so the leak shows on the pull request.
+//!
+//! # Cost
+//! The spawn hook captures the spawn site (free) and, with backtraces on, up
+//! to 32 return addresses by a bounded frame-pointer walk, interned so equal
+//! stacks are stored once; symbols are resolved only for reported tasks.
+//! Records live in 64 sharded maps (48 bytes each). See `BENCHMARKS.md` for
+//! measured ratios against an untracked runtime, tokio-metrics and
+//! console-subscriber.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms
+)]
+
+mod capture;
+mod collect;
+mod dump;
+mod harness;
+mod label;
+mod output;
+mod paths;
+mod registry;
+mod report;
+mod settings;
+mod symbolize;
+mod tracker;
+mod verify;
+
+pub use label::{Labeled, labeled};
+pub use output::write_report;
+pub use report::{
+    Frame, LeakReport, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
+    TOKIO_UNSTABLE_HINT, TaskEntry,
+};
+pub use settings::{
+    BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE, Mode,
+    SettingError, parse_duration,
+};
+pub use tracker::{Tracker, TrackerBuilder};
+pub use verify::{VerifyGuard, verify_none};
+
+/// Runs an async test on a fresh tokio runtime with a [`Tracker`] installed
+/// and fails it if tasks it spawned outlive it.
+///
+/// A drop-in for `#[tokio::test]`: it accepts the same arguments
+/// (`flavor = "current_thread" | "multi_thread" | "local"`, `worker_threads`,
+/// `start_paused`, `crate = "path::to::leakcheck"`) and adds:
+/// - `grace = "250ms"`: time tasks get to finish after the body returns;
+/// - `ignore = "pattern"` (repeatable): tasks whose spawn-site path ends with
+///   the pattern (`"conn.rs"`, `"src/conn.rs:88"`) or whose spawn backtrace
+///   has a function starting with it (`"hyper_util::client"`) are not leaks;
+/// - `mode = "fail" | "warn"`.
+///
+/// Bodies returning `()` or `Result<_, E: Debug>` work. A body that panics
+/// fails with its own panic; a leak report, if any, is printed after it.
+///
+/// ```
+/// #[leakcheck::test(flavor = "multi_thread", worker_threads = 2, grace = "100ms")]
+/// async fn pool_shuts_down() -> Result<(), std::io::Error> {
+///     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+///     let worker = tokio::spawn(async move { rx.await.ok() });
+///     drop(tx);
+///     worker.await?;
+///     Ok(())
+/// }
+/// ```
+pub use leakcheck_macros::test;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::harness::{Flavor, TestConfig, run_test};
+    pub use crate::settings::Mode;
+    pub use std::time::Duration;
+}

@@ -1,0 +1,246 @@
+//! The data leakcheck hands to people and tools: [`LeakReport`] (what a failing
+//! scope leaked) and [`Snapshot`] (what a runtime has alive right now), both
+//! serializable with a [`SCHEMA_VERSION`], and the text rendering of a report.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON layout of [`LeakReport`] and [`Snapshot`].
+///
+/// Bumped whenever a field changes meaning or disappears; readers must reject
+/// versions they do not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A source position, relative to the workspace root when it lies inside it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceLocation {
+    /// File path, workspace-relative where possible.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One resolved frame of a spawn backtrace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Demangled function path without the hash suffix.
+    pub function: String,
+    /// Source file, workspace-relative where possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.function)?;
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, " at {file}:{line}"),
+            (Some(file), None) => write!(f, " at {file}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One live (or leaked) task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// tokio's task id (`tokio::task::Id`), unique within the process.
+    pub id: u64,
+    /// Milliseconds since the task was spawned.
+    pub age_ms: u64,
+    /// The spawning task first, then its spawner, and so on. Empty when the
+    /// task was spawned from outside any task (a `block_on` body, such as a
+    /// test body, or another thread).
+    #[serde(default)]
+    pub spawned_by: Vec<u64>,
+    /// The label active where the task (or one of its ancestors) was spawned,
+    /// such as a request id; see [`crate::Labeled`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Index into the document's `stacks` table: the task's spawn backtrace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<usize>,
+    /// Where the task is parked now, from tokio's task dump, if one was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_at: Option<String>,
+}
+
+/// The tasks that share one spawn site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteGroup {
+    /// Where the tasks were spawned (the `#[track_caller]` location of the
+    /// `spawn` call).
+    pub site: SourceLocation,
+    /// How many tasks of this site are in the document.
+    pub count: usize,
+    /// Age of the oldest of them.
+    pub oldest_age_ms: u64,
+    /// The tasks, oldest first (ascending id on ties).
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// A spawn backtrace, trimmed to the user's frames (innermost first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Frames, innermost (the caller of `spawn`) first.
+    pub frames: Vec<Frame>,
+}
+
+/// Live tasks of a tracked runtime at one instant, grouped by spawn site.
+///
+/// Produced by [`crate::Tracker::snapshot`]; served by the reference server's
+/// `/debug/tasks`; compared by `leakcheck diff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always [`SCHEMA_VERSION`] when written by this version.
+    pub schema_version: u32,
+    /// Always `"snapshot"`.
+    pub kind: String,
+    /// Wall-clock time of capture, Unix milliseconds.
+    pub captured_at_unix_ms: u64,
+    /// Number of live tracked tasks.
+    pub live: usize,
+    /// Groups, largest count first, then by site.
+    pub sites: Vec<SiteGroup>,
+    /// Spawn backtraces referenced by `TaskEntry::stack`.
+    #[serde(default)]
+    pub stacks: Vec<Stack>,
+}
+
+/// Tasks that outlived the scope that spawned them.
+///
+/// Rendered for people by [`Display`](fmt::Display) and for machines by serde
+/// (JSON, see [`SCHEMA_VERSION`]). Site groups are ordered deterministically:
+/// most tasks first, then by file, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakReport {
+    /// Always [`SCHEMA_VERSION`] when written by this version.
+    pub schema_version: u32,
+    /// Always `"leak_report"`.
+    pub kind: String,
+    /// The test (or scope) name, e.g. `my_crate::tests::handles_cancel`.
+    pub test: String,
+    /// Wall-clock time the report was made, Unix milliseconds.
+    pub created_at_unix_ms: u64,
+    /// How long leakcheck waited for tasks to finish after the scope ended.
+    pub grace_ms: u64,
+    /// Number of leaked tasks (summed over `sites`, or counted by the
+    /// runtime in degraded mode).
+    pub leaked: usize,
+    /// Tasks matched by `ignore` patterns and therefore not counted.
+    #[serde(default)]
+    pub ignored: usize,
+    /// True when tokio's hooks were unavailable (no `--cfg tokio_unstable`):
+    /// only a count is known, `sites` is empty.
+    #[serde(default)]
+    pub degraded: bool,
+    /// Why the check was degraded, and what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
+    /// Leaked tasks grouped by spawn site.
+    pub sites: Vec<SiteGroup>,
+    /// Spawn backtraces referenced by `TaskEntry::stack`.
+    #[serde(default)]
+    pub stacks: Vec<Stack>,
+}
+
+/// What to add to `.cargo/config.toml` to get spawn sites.
+pub const TOKIO_UNSTABLE_HINT: &str = "add `[build] rustflags = [\"--cfg\", \"tokio_unstable\"]` to .cargo/config.toml (and the same under `rustdocflags`) to see each leaked task's spawn site";
+
+impl LeakReport {
+    /// The JSON form, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a LeakReport always serializes")
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = if self.leaked == 1 { "task" } else { "tasks" };
+        writeln!(
+            f,
+            "leakcheck: {} leaked {plural} in `{}` (still running {} ms after the body returned)",
+            self.leaked, self.test, self.grace_ms
+        )?;
+        if self.degraded {
+            writeln!(
+                f,
+                "  spawn sites unknown: only the runtime's live task count was checked"
+            )?;
+            let reason = self
+                .degraded_reason
+                .as_deref()
+                .unwrap_or(TOKIO_UNSTABLE_HINT);
+            return writeln!(f, "hint: {reason}");
+        }
+        for group in &self.sites {
+            let plural = if group.count == 1 { "task" } else { "tasks" };
+            writeln!(f)?;
+            writeln!(f, "── {} · {} {plural} ──", group.site, group.count)?;
+            // The oldest task stands for the group; the others are listed by id.
+            let Some(first) = group.tasks.first() else {
+                continue;
+            };
+            write!(
+                f,
+                "  task {} · age {} ms · spawned by ",
+                first.id, first.age_ms
+            )?;
+            write_chain(f, &first.spawned_by)?;
+            if let Some(label) = &first.label {
+                write!(f, " · label {label}")?;
+            }
+            writeln!(f)?;
+            if group.tasks.len() > 1 {
+                let others: Vec<String> =
+                    group.tasks[1..].iter().map(|t| t.id.to_string()).collect();
+                writeln!(f, "  also tasks {}", others.join(", "))?;
+            }
+            if let Some(stack) = first.stack.and_then(|i| self.stacks.get(i)) {
+                writeln!(f, "  spawn backtrace:")?;
+                for (i, frame) in stack.frames.iter().enumerate() {
+                    writeln!(f, "    {i}: {frame}")?;
+                }
+            }
+            if let Some(parked) = &first.parked_at {
+                writeln!(f, "  parked at:")?;
+                for line in parked.lines() {
+                    writeln!(f, "    {line}")?;
+                }
+            }
+        }
+        writeln!(f)?;
+        let site = self
+            .sites
+            .first()
+            .map(|g| g.site.to_string())
+            .unwrap_or_default();
+        writeln!(
+            f,
+            "hint: the task spawned at {site} is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"{}\"` if it is meant to outlive the test",
+            self.sites
+                .first()
+                .map(|g| g.site.file.as_str())
+                .unwrap_or("")
+        )
+    }
+}
+
+fn write_chain(f: &mut fmt::Formatter<'_>, chain: &[u64]) -> fmt::Result {
+    for id in chain {
+        write!(f, "task {id} ← ")?;
+    }
+    f.write_str("the test body")
+}

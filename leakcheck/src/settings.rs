@@ -1,0 +1,219 @@
+//! Tracker settings, their defaults and the `LEAKCHECK_*` environment
+//! variables that override them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a scope's tasks may keep running after its body returned:
+/// 250 ms, unless `LEAKCHECK_GRACE` or an explicit setting says otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(250);
+
+/// Default for [`BacktraceMode`]: [`BacktraceMode::Full`].
+pub const DEFAULT_BACKTRACE: BacktraceMode = BacktraceMode::Full;
+
+/// Default for [`Mode`]: [`Mode::Fail`].
+pub const DEFAULT_MODE: Mode = Mode::Fail;
+
+/// Directory (under the workspace's `target/`) where reports go when `CI` is
+/// set and `LEAKCHECK_REPORT_DIR` is not.
+pub const DEFAULT_CI_REPORT_DIR: &str = "target/leakcheck-reports";
+
+/// What the spawn hook captures besides the spawn site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BacktraceMode {
+    /// Spawn site only (`path:line:col`).
+    Off,
+    /// Spawn site plus a raw spawn backtrace, symbolized only for leaked tasks.
+    Full,
+}
+
+/// What a leak does to the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Fail the test (panic with the report).
+    Fail,
+    /// Print the report to stderr and let the test pass.
+    Warn,
+}
+
+/// A `LEAKCHECK_*` variable held a value leakcheck cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SettingError {
+    /// The variable (or attribute argument) at fault.
+    pub name: String,
+    /// The value it held.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}",
+            self.name, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+/// Resolved settings of a tracker.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) backtrace: BacktraceMode,
+    pub(crate) grace: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) report_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Defaults overridden by the environment. A malformed variable is a
+    /// configuration error the user must see, so it panics with the variable's
+    /// name and the accepted values.
+    pub(crate) fn from_env() -> Settings {
+        match Self::try_from_env(|name| std::env::var(name).ok()) {
+            Ok(settings) => settings,
+            Err(err) => panic!("leakcheck: {err}"),
+        }
+    }
+
+    pub(crate) fn try_from_env(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingError> {
+        let backtrace = match var("LEAKCHECK_BACKTRACE") {
+            None => DEFAULT_BACKTRACE,
+            Some(v) => parse_backtrace(&v)
+                .ok_or_else(|| err("LEAKCHECK_BACKTRACE", &v, "`off` or `full`"))?,
+        };
+        let grace = match var("LEAKCHECK_GRACE") {
+            None => DEFAULT_GRACE,
+            Some(v) => parse_duration(&v).ok_or_else(|| {
+                err(
+                    "LEAKCHECK_GRACE",
+                    &v,
+                    "a duration such as `250ms`, `2s` or `0`",
+                )
+            })?,
+        };
+        let mode = match var("LEAKCHECK_MODE") {
+            None => DEFAULT_MODE,
+            Some(v) => {
+                parse_mode(&v).ok_or_else(|| err("LEAKCHECK_MODE", &v, "`fail` or `warn`"))?
+            }
+        };
+        let report_dir = match var("LEAKCHECK_REPORT_DIR") {
+            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+            _ if var("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0") => {
+                Some(crate::paths::workspace_root().join(DEFAULT_CI_REPORT_DIR))
+            }
+            _ => None,
+        };
+        Ok(Settings {
+            backtrace,
+            grace,
+            mode,
+            report_dir,
+        })
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            backtrace: DEFAULT_BACKTRACE,
+            grace: DEFAULT_GRACE,
+            mode: DEFAULT_MODE,
+            report_dir: None,
+        }
+    }
+}
+
+fn err(name: &str, value: &str, expected: &'static str) -> SettingError {
+    SettingError {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+pub(crate) fn parse_backtrace(value: &str) -> Option<BacktraceMode> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "off" | "0" | "false" | "none" => Some(BacktraceMode::Off),
+        "full" | "1" | "true" | "on" => Some(BacktraceMode::Full),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse_mode(value: &str) -> Option<Mode> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "fail" => Some(Mode::Fail),
+        "warn" => Some(Mode::Warn),
+        _ => None,
+    }
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m` or a bare `0`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ns" => number / 1e9,
+        "us" | "µs" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("250"), None);
+        assert_eq!(parse_duration("fast"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let env = |name: &str| (name == "LEAKCHECK_GRACE").then(|| "soon".to_owned());
+        let err = Settings::try_from_env(env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "LEAKCHECK_GRACE=\"soon\" is not valid: expected a duration such as `250ms`, `2s` or `0`"
+        );
+    }
+
+    #[test]
+    fn env_overrides_defaults() {
+        let env = |name: &str| match name {
+            "LEAKCHECK_BACKTRACE" => Some("off".to_owned()),
+            "LEAKCHECK_MODE" => Some("warn".to_owned()),
+            "LEAKCHECK_REPORT_DIR" => Some("/tmp/reports".to_owned()),
+            _ => None,
+        };
+        let settings = Settings::try_from_env(env).unwrap();
+        assert_eq!(settings.backtrace, BacktraceMode::Off);
+        assert_eq!(settings.mode, Mode::Warn);
+        assert_eq!(settings.grace, DEFAULT_GRACE);
+        assert_eq!(settings.report_dir, Some(PathBuf::from("/tmp/reports")));
+    }
+}

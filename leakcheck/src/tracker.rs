@@ -1,0 +1,537 @@
+//! [`Tracker`]: installs tokio's spawn and terminate hooks on a runtime
+//! builder, records every spawned task in the registry, assigns it to the open
+//! scopes it belongs to, and finds the tracker of the current runtime.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::hash::Hasher;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+
+use crate::registry::{Context, Label, Registry, Scope};
+use crate::report::Snapshot;
+use crate::settings::{BacktraceMode, Mode, Settings};
+
+type TaskHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync>;
+type LabelHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Records the tasks of the runtimes it is installed on.
+///
+/// One tracker per runtime is the usual setup (`#[leakcheck::test]` builds
+/// one per test); cloning is cheap and shares the same records.
+///
+/// ```no_run
+/// let tracker = leakcheck::Tracker::new();
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// tracker.install(builder.enable_all());
+/// let runtime = builder.build().unwrap();
+/// runtime.block_on(async {
+///     let guard = leakcheck::verify_none();
+///     tokio::spawn(async {}).await.unwrap();
+///     guard.verify().await.unwrap();
+/// });
+/// ```
+#[derive(Clone)]
+pub struct Tracker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) ignore: Vec<String>,
+    pub(crate) registry: Registry,
+    pub(crate) epoch: Instant,
+    /// Scopes not yet closed, for tasks whose parent is unknown.
+    open: Mutex<Vec<Arc<Scope>>>,
+    open_count: AtomicUsize,
+    /// Contexts of scopes opened inside a task, for that task's children.
+    anchors: Mutex<FxHashMap<NonZeroU64, Vec<Anchor>>>,
+    anchor_count: AtomicUsize,
+    user_spawn: Option<TaskHook>,
+    user_terminate: Option<TaskHook>,
+    label_drained: Option<LabelHook>,
+    /// Last value of [`REGISTRATION_REQUESTS`] this tracker answered.
+    registered_for: AtomicU64,
+}
+
+/// A scope opened in some task or thread, and the context its tasks get.
+#[derive(Clone)]
+struct Anchor {
+    scope: Arc<Scope>,
+    ctx: Arc<Context>,
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("live", &self.live())
+            .field("backtrace", &self.inner.settings.backtrace)
+            .field("grace", &self.inner.settings.grace)
+            .field("mode", &self.inner.settings.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new()
+    }
+}
+
+impl Tracker {
+    /// A tracker configured from the `LEAKCHECK_*` environment variables
+    /// (see the crate docs); panics naming the variable if one is malformed.
+    pub fn new() -> Tracker {
+        TrackerBuilder::from_settings(Settings::from_env()).build()
+    }
+
+    /// A builder starting from the environment's settings.
+    pub fn builder() -> TrackerBuilder {
+        TrackerBuilder::from_settings(Settings::from_env())
+    }
+
+    /// Installs the spawn and terminate hooks on `builder`, replacing any
+    /// hooks set on it before (tokio keeps one per runtime); pass your own
+    /// through [`TrackerBuilder::on_task_spawn`] and
+    /// [`TrackerBuilder::on_task_terminate`] to keep them.
+    ///
+    /// Without `--cfg tokio_unstable` tokio has no hooks: the builder is left
+    /// as it is and verification falls back to counting the runtime's tasks.
+    pub fn install<'a>(
+        &self,
+        builder: &'a mut tokio::runtime::Builder,
+    ) -> &'a mut tokio::runtime::Builder {
+        #[cfg(tokio_unstable)]
+        {
+            let on_spawn = self.inner.clone();
+            let on_terminate = self.inner.clone();
+            builder
+                .on_task_spawn(move |meta| on_spawn.on_spawn(meta))
+                .on_task_terminate(move |meta| on_terminate.on_terminate(meta))
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            builder
+        }
+    }
+
+    /// Live tracked tasks now, grouped by spawn site, with ages, labels and
+    /// spawn backtraces (symbolized on the spot; the first call in a process
+    /// pays ~0.1 s to load debug info).
+    pub fn snapshot(&self) -> Snapshot {
+        crate::collect::snapshot(self)
+    }
+
+    /// Number of live tracked tasks.
+    pub fn live(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// The tracker installed on the current tokio runtime, if any.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn current() -> Option<Tracker> {
+        let handle = tokio::runtime::Handle::current();
+        if let Some(tracker) = lookup(&handle) {
+            return Some(tracker);
+        }
+        // The map is filled by the spawn hook the first time it runs after a
+        // request: one empty task makes every tracker on this runtime answer.
+        REGISTRATION_REQUESTS.fetch_add(1, Ordering::AcqRel);
+        drop(handle.spawn(async {}));
+        lookup(&handle)
+    }
+
+    /// Maps `handle`'s runtime to this tracker now (the test harness knows
+    /// both, so it need not wait for a spawn).
+    pub(crate) fn register(&self, handle: &tokio::runtime::Handle) {
+        register(handle, &self.inner);
+    }
+
+    pub(crate) fn grace(&self) -> Duration {
+        self.inner.settings.grace
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.inner.settings.mode
+    }
+
+    /// Opens a scope in the current task (or, outside tasks, on the current
+    /// thread): tasks spawned from here on, and their descendants, join it.
+    pub(crate) fn open_scope(&self) -> OpenScope {
+        let inner = &self.inner;
+        let scope = Arc::new(Scope::default());
+        inner.open.lock().push(scope.clone());
+        inner.open_count.fetch_add(1, Ordering::AcqRel);
+        let owner = tokio::task::try_id().map(task_id);
+        let base = match owner {
+            Some(task) => inner
+                .task_anchor(task)
+                .or_else(|| inner.registry.context_of(task).ok().flatten()),
+            None => thread_anchor(inner),
+        };
+        let mut scopes: Vec<Arc<Scope>> =
+            base.as_ref().map(|c| c.scopes.to_vec()).unwrap_or_default();
+        scopes.push(scope.clone());
+        let ctx = Arc::new(Context {
+            scopes: scopes.into(),
+            label: base.and_then(|c| c.label.clone()),
+        });
+        let anchor = Anchor {
+            scope: scope.clone(),
+            ctx,
+        };
+        match owner {
+            Some(task) => {
+                inner.anchors.lock().entry(task).or_default().push(anchor);
+                inner.anchor_count.fetch_add(1, Ordering::AcqRel);
+            }
+            None => THREAD_ANCHORS.with(|anchors| {
+                anchors
+                    .borrow_mut()
+                    .push((Arc::as_ptr(inner) as usize, anchor))
+            }),
+        }
+        OpenScope { scope, owner }
+    }
+
+    /// Closes a scope: no new task joins it; its tasks keep being counted.
+    pub(crate) fn close_scope(&self, open: &OpenScope) {
+        let inner = &self.inner;
+        let is_this = |anchor: &Anchor| Arc::ptr_eq(&anchor.scope, &open.scope);
+        match open.owner {
+            Some(task) => {
+                let mut anchors = inner.anchors.lock();
+                if let Some(list) = anchors.get_mut(&task) {
+                    let before = list.len();
+                    list.retain(|a| !is_this(a));
+                    inner
+                        .anchor_count
+                        .fetch_sub(before - list.len(), Ordering::AcqRel);
+                    if list.is_empty() {
+                        anchors.remove(&task);
+                    }
+                }
+            }
+            None => {
+                // A guard may be dropped on another thread than the one that
+                // opened it (multi-thread block_on bodies do not move, but be
+                // safe): a missing entry just means nothing to undo here.
+                let _ = THREAD_ANCHORS
+                    .try_with(|anchors| anchors.borrow_mut().retain(|(_, a)| !is_this(a)));
+            }
+        }
+        let mut open_scopes = inner.open.lock();
+        if let Some(pos) = open_scopes.iter().position(|s| Arc::ptr_eq(s, &open.scope)) {
+            open_scopes.swap_remove(pos);
+            inner.open_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A scope between `open_scope` and `close_scope`.
+#[derive(Debug)]
+pub(crate) struct OpenScope {
+    pub(crate) scope: Arc<Scope>,
+    owner: Option<NonZeroU64>,
+}
+
+thread_local! {
+    // Scopes opened outside any task (a block_on body, such as a test body),
+    // keyed by tracker: tasks spawned from this thread with no parent join
+    // the innermost one.
+    static THREAD_ANCHORS: RefCell<Vec<(usize, Anchor)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn thread_anchor(inner: &Arc<Inner>) -> Option<Arc<Context>> {
+    let key = Arc::as_ptr(inner) as usize;
+    THREAD_ANCHORS
+        .try_with(|anchors| {
+            anchors
+                .borrow()
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, a)| a.ctx.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+impl Inner {
+    fn task_anchor(&self, task: NonZeroU64) -> Option<Arc<Context>> {
+        if self.anchor_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.anchors
+            .lock()
+            .get(&task)
+            .and_then(|list| list.last())
+            .map(|a| a.ctx.clone())
+    }
+
+    /// Every open scope: the conservative answer for a task whose spawner is
+    /// unknown (a `spawn_blocking` closure, a foreign thread).
+    fn all_open(&self) -> Option<Arc<Context>> {
+        if self.open_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let scopes: Box<[Arc<Scope>]> = self.open.lock().iter().cloned().collect();
+        (!scopes.is_empty()).then(|| {
+            Arc::new(Context {
+                scopes,
+                label: None,
+            })
+        })
+    }
+
+    /// Which scopes and label a task spawned by `parent` belongs to.
+    fn context_for(self: &Arc<Self>, parent: Option<NonZeroU64>) -> Option<Arc<Context>> {
+        let label = crate::label::current();
+        let inherited = match parent {
+            None => thread_anchor(self).or_else(|| self.all_open()),
+            Some(parent) => match self.task_anchor(parent) {
+                Some(ctx) => Some(ctx),
+                None if self.open_count.load(Ordering::Acquire) == 0
+                    && label.is_none()
+                    && !crate::label::ever_used() =>
+                {
+                    None
+                }
+                None => match self.registry.context_of(parent) {
+                    Ok(ctx) => ctx,
+                    Err(()) => self.all_open(),
+                },
+            },
+        };
+        match (inherited, label) {
+            (ctx, None) => ctx,
+            (Some(ctx), Some(label))
+                if ctx.label.as_ref().is_some_and(|l| Arc::ptr_eq(l, &label)) =>
+            {
+                Some(ctx)
+            }
+            (ctx, Some(label)) => Some(Arc::new(Context {
+                scopes: ctx.map(|c| c.scopes.clone()).unwrap_or_default(),
+                label: Some(label),
+            })),
+        }
+    }
+
+    #[cfg(tokio_unstable)]
+    fn on_spawn(self: &Arc<Self>, meta: &tokio::runtime::TaskMeta<'_>) {
+        if self.registered_for.load(Ordering::Relaxed)
+            != REGISTRATION_REQUESTS.load(Ordering::Relaxed)
+        {
+            self.register_current();
+        }
+        let id = task_id(meta.id());
+        let parent = tokio::task::try_id().map(task_id);
+        let ctx = self.context_for(parent);
+        let stack = match self.settings.backtrace {
+            BacktraceMode::Full => crate::capture::capture(),
+            BacktraceMode::Off => None,
+        };
+        crate::registry::enter(&ctx);
+        let record = crate::registry::Record {
+            site: meta.spawned_at(),
+            parent,
+            spawned_ns: self.epoch.elapsed().as_nanos() as u64,
+            stack,
+            ctx,
+        };
+        if let Some(label) = self.registry.insert(id, record) {
+            self.drained(&label);
+        }
+        if let Some(hook) = &self.user_spawn {
+            hook(meta);
+        }
+    }
+
+    #[cfg(tokio_unstable)]
+    fn on_terminate(&self, meta: &tokio::runtime::TaskMeta<'_>) {
+        if let Some(label) = self.registry.remove(task_id(meta.id())) {
+            self.drained(&label);
+        }
+        if let Some(hook) = &self.user_terminate {
+            hook(meta);
+        }
+    }
+
+    fn drained(&self, label: &Label) {
+        if let Some(hook) = &self.label_drained {
+            hook(&label.name);
+        }
+    }
+
+    #[cfg(tokio_unstable)]
+    fn register_current(self: &Arc<Self>) {
+        self.registered_for.store(
+            REGISTRATION_REQUESTS.load(Ordering::Acquire),
+            Ordering::Relaxed,
+        );
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            register(&handle, self);
+        }
+    }
+}
+
+/// `tokio::task::Id` as the integer it wraps (its `Hash` writes exactly that).
+pub(crate) fn task_id(id: tokio::task::Id) -> NonZeroU64 {
+    #[derive(Default)]
+    struct Capture(u64);
+    impl Hasher for Capture {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 = (self.0 << 8) | u64::from(*byte);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    let mut capture = Capture::default();
+    std::hash::Hash::hash(&id, &mut capture);
+    NonZeroU64::new(capture.0).unwrap_or(NonZeroU64::MIN)
+}
+
+/// Bumped to ask every tracker's spawn hook to (re)register its runtime.
+static REGISTRATION_REQUESTS: AtomicU64 = AtomicU64::new(1);
+
+fn runtimes() -> &'static RwLock<FxHashMap<tokio::runtime::Id, Weak<Inner>>> {
+    static MAP: OnceLock<RwLock<FxHashMap<tokio::runtime::Id, Weak<Inner>>>> = OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+fn register(handle: &tokio::runtime::Handle, inner: &Arc<Inner>) {
+    let mut map = runtimes().write();
+    map.retain(|_, tracker| tracker.strong_count() > 0);
+    map.insert(handle.id(), Arc::downgrade(inner));
+}
+
+fn lookup(handle: &tokio::runtime::Handle) -> Option<Tracker> {
+    let inner = runtimes().read().get(&handle.id())?.upgrade()?;
+    Some(Tracker { inner })
+}
+
+/// Explicit settings for a [`Tracker`]; starts from the environment.
+#[must_use]
+pub struct TrackerBuilder {
+    settings: Settings,
+    ignore: Vec<String>,
+    user_spawn: Option<TaskHook>,
+    user_terminate: Option<TaskHook>,
+    label_drained: Option<LabelHook>,
+}
+
+impl fmt::Debug for TrackerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackerBuilder")
+            .field("settings", &self.settings)
+            .field("ignore", &self.ignore)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackerBuilder {
+    pub(crate) fn from_settings(settings: Settings) -> Self {
+        TrackerBuilder {
+            settings,
+            ignore: Vec::new(),
+            user_spawn: None,
+            user_terminate: None,
+            label_drained: None,
+        }
+    }
+
+    /// Whether to capture a spawn backtrace per task. Default:
+    /// [`DEFAULT_BACKTRACE`](crate::DEFAULT_BACKTRACE), or `LEAKCHECK_BACKTRACE`.
+    pub fn backtrace(mut self, mode: BacktraceMode) -> Self {
+        self.settings.backtrace = mode;
+        self
+    }
+
+    /// How long scopes wait for their tasks after their body. Default:
+    /// [`DEFAULT_GRACE`](crate::DEFAULT_GRACE), or `LEAKCHECK_GRACE`.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.settings.grace = grace;
+        self
+    }
+
+    /// Fail or warn on a leak. Default: [`DEFAULT_MODE`](crate::DEFAULT_MODE),
+    /// or `LEAKCHECK_MODE`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.settings.mode = mode;
+        self
+    }
+
+    /// Where failing scopes write their JSON report. Default: none, or
+    /// `LEAKCHECK_REPORT_DIR`, or `target/leakcheck-reports` under `CI`.
+    pub fn report_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.settings.report_dir = Some(dir.into());
+        self
+    }
+
+    /// Tasks matching `pattern` are not leaks: a spawn-site path suffix
+    /// (`"conn.rs"`, `"src/conn.rs:88"`) or a function path prefix matched
+    /// against the spawn backtrace (`"hyper_util::client"`).
+    pub fn ignore(mut self, pattern: impl Into<String>) -> Self {
+        self.ignore.push(pattern.into());
+        self
+    }
+
+    /// Your own spawn hook, called after leakcheck's (tokio allows one).
+    pub fn on_task_spawn(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.user_spawn = Some(Arc::new(hook));
+        self
+    }
+
+    /// Your own terminate hook, called after leakcheck's (tokio allows one).
+    pub fn on_task_terminate(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.user_terminate = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called with a label (see [`labeled`](crate::labeled)) when the last
+    /// live task carrying it ends, on the thread that ran that terminate.
+    /// Servers use it to time how fast a cancelled request's tasks stop.
+    pub fn on_label_drained(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.label_drained = Some(Arc::new(hook));
+        self
+    }
+
+    /// The tracker.
+    pub fn build(self) -> Tracker {
+        Tracker {
+            inner: Arc::new(Inner {
+                settings: self.settings,
+                ignore: self.ignore,
+                registry: Registry::default(),
+                epoch: Instant::now(),
+                open: Mutex::new(Vec::new()),
+                open_count: AtomicUsize::new(0),
+                anchors: Mutex::new(FxHashMap::default()),
+                anchor_count: AtomicUsize::new(0),
+                user_spawn: self.user_spawn,
+                user_terminate: self.user_terminate,
+                label_drained: self.label_drained,
+                registered_for: AtomicU64::new(0),
+            }),
+        }
+    }
+}

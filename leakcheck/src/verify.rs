@@ -1,0 +1,292 @@
+//! [`verify_none`] and its [`VerifyGuard`]: open a scope, and after the body
+//! wait (event-driven, up to the grace period) for the scope's tasks to end,
+//! then report those that did not.
+
+use std::future::Future as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::collect;
+use crate::report::{LeakReport, SCHEMA_VERSION, TOKIO_UNSTABLE_HINT};
+use crate::settings::{Mode, Settings};
+use crate::tracker::{OpenScope, Tracker};
+
+/// Opens a leak-check scope on the current runtime: every task spawned after
+/// this call from the current task (or, outside tasks, from the current
+/// thread), directly or transitively, must have ended when
+/// [`VerifyGuard::verify`] returns. Tasks alive before the call are not this
+/// scope's leaks.
+///
+/// The runtime's tracker is found from `Handle::current()`; install one with
+/// [`Tracker::install`] or use [`#[leakcheck::test]`](crate::test). On a
+/// runtime without a tracker, or built without `--cfg tokio_unstable`, the
+/// guard falls back to comparing the runtime's live task count
+/// (`num_alive_tasks`) and its report cannot name spawn sites.
+///
+/// # Dropping the guard unverified
+/// A guard is meant to be consumed by `verify().await`. If it is dropped
+/// instead (early return, `?`), and not during a panic, the drop still checks:
+/// - **multi-thread runtime**: the dropping worker steps aside
+///   (`block_in_place`) and waits up to the grace period for the scope's tasks;
+/// - **current-thread and local runtimes**: nothing else can run while the drop
+///   blocks, so it checks immediately, without grace.
+///
+/// Leaks found on drop panic with the report (or print it in `warn` mode).
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn verify_none() -> VerifyGuard {
+    const NAME: &str = "verify_none scope";
+    if let Some(tracker) = Tracker::current() {
+        return VerifyGuard::for_tracker(&tracker, NAME.to_owned(), tracker.grace(), Vec::new());
+    }
+    let handle = Handle::current();
+    let settings = Settings::from_env();
+    VerifyGuard {
+        state: Some(State::Counted {
+            baseline: handle.metrics().num_alive_tasks(),
+            reason: degraded_reason(),
+        }),
+        handle,
+        name: NAME.to_owned(),
+        grace: settings.grace,
+        mode: settings.mode,
+        report_dir: settings.report_dir,
+        ignore: Vec::new(),
+    }
+}
+
+fn degraded_reason() -> &'static str {
+    if cfg!(tokio_unstable) {
+        "this runtime has no leakcheck tracker: build it with `leakcheck::Tracker::install` or use `#[leakcheck::test]`"
+    } else {
+        TOKIO_UNSTABLE_HINT
+    }
+}
+
+/// A leak-check scope; see [`verify_none`].
+#[must_use = "call `.verify().await` to check the scope"]
+#[derive(Debug)]
+pub struct VerifyGuard {
+    state: Option<State>,
+    handle: Handle,
+    name: String,
+    grace: Duration,
+    mode: Mode,
+    report_dir: Option<PathBuf>,
+    ignore: Vec<String>,
+}
+
+#[derive(Debug)]
+enum State {
+    Tracked {
+        tracker: Tracker,
+        open: OpenScope,
+    },
+    Counted {
+        baseline: usize,
+        reason: &'static str,
+    },
+}
+
+impl VerifyGuard {
+    pub(crate) fn for_tracker(
+        tracker: &Tracker,
+        name: String,
+        grace: Duration,
+        ignore: Vec<String>,
+    ) -> VerifyGuard {
+        let handle = Handle::current();
+        // Without tokio's hooks the tracker sees no task: count instead.
+        let state = if cfg!(tokio_unstable) {
+            State::Tracked {
+                tracker: tracker.clone(),
+                open: tracker.open_scope(),
+            }
+        } else {
+            State::Counted {
+                baseline: handle.metrics().num_alive_tasks(),
+                reason: degraded_reason(),
+            }
+        };
+        VerifyGuard {
+            handle,
+            state: Some(state),
+            name,
+            grace,
+            mode: tracker.mode(),
+            report_dir: tracker.inner.settings.report_dir.clone(),
+            ignore,
+        }
+    }
+
+    /// The name the report gives the scope (default `"verify_none scope"`).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How long `verify` waits for the scope's tasks to end. Default: the
+    /// tracker's grace ([`DEFAULT_GRACE`](crate::DEFAULT_GRACE) unless configured).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Tasks matching `pattern` are not leaks; see
+    /// [`TrackerBuilder::ignore`](crate::TrackerBuilder::ignore).
+    pub fn ignore(mut self, pattern: impl Into<String>) -> Self {
+        self.ignore.push(pattern.into());
+        self
+    }
+
+    /// Waits until every task of the scope has ended (returns at once when
+    /// none is alive; otherwise wakes on the terminate of the last one) or the
+    /// grace period passes, then reports the tasks still alive.
+    pub async fn verify(mut self) -> Result<(), LeakReport> {
+        let state = self
+            .state
+            .take()
+            .expect("state is only taken by verify or drop");
+        match state {
+            State::Tracked { tracker, open } => {
+                tracker.close_scope(&open);
+                let deadline = tokio::time::Instant::now() + self.grace;
+                if open.scope.drained(deadline).await {
+                    return Ok(());
+                }
+                self.tracked_report(&tracker, &open.scope, true).await
+            }
+            State::Counted { baseline, reason } => {
+                let deadline = tokio::time::Instant::now() + self.grace;
+                // No hooks, no events: back off from 1 ms to 16 ms between looks.
+                let mut pause = Duration::from_millis(1);
+                loop {
+                    let alive = self.handle.metrics().num_alive_tasks();
+                    if alive <= baseline {
+                        return Ok(());
+                    }
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(self.counted_report(alive - baseline, reason));
+                    }
+                    tokio::time::sleep_until(deadline.min(now + pause)).await;
+                    pause = (pause * 2).min(Duration::from_millis(16));
+                }
+            }
+        }
+    }
+
+    async fn tracked_report(
+        &self,
+        tracker: &Tracker,
+        scope: &Arc<crate::registry::Scope>,
+        with_dump: bool,
+    ) -> Result<(), LeakReport> {
+        let patterns: Vec<String> = tracker
+            .inner
+            .ignore
+            .iter()
+            .chain(&self.ignore)
+            .cloned()
+            .collect();
+        let (tasks, ignored) =
+            collect::without_ignored(collect::tasks(tracker, Some(scope)), &patterns);
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let parked = if with_dump {
+            let ids: Vec<u64> = tasks.iter().map(|t| t.id.get()).collect();
+            crate::dump::parked(&ids).await
+        } else {
+            Default::default()
+        };
+        let (sites, stacks) = collect::group(tasks, &parked);
+        Err(LeakReport {
+            schema_version: SCHEMA_VERSION,
+            kind: "leak_report".to_owned(),
+            test: self.name.clone(),
+            created_at_unix_ms: collect::unix_ms(),
+            grace_ms: self.grace.as_millis() as u64,
+            leaked: sites.iter().map(|g| g.count).sum(),
+            ignored,
+            degraded: false,
+            degraded_reason: None,
+            sites,
+            stacks,
+        })
+    }
+
+    fn counted_report(&self, leaked: usize, reason: &str) -> LeakReport {
+        LeakReport {
+            schema_version: SCHEMA_VERSION,
+            kind: "leak_report".to_owned(),
+            test: self.name.clone(),
+            created_at_unix_ms: collect::unix_ms(),
+            grace_ms: self.grace.as_millis() as u64,
+            leaked,
+            ignored: 0,
+            degraded: true,
+            degraded_reason: Some(reason.to_owned()),
+            sites: Vec::new(),
+            stacks: Vec::new(),
+        }
+    }
+
+    /// The check an unverified guard makes when dropped; see [`verify_none`].
+    fn check_on_drop(&mut self, state: State) -> Option<LeakReport> {
+        match state {
+            State::Tracked { tracker, open } => {
+                tracker.close_scope(&open);
+                if open.scope.live() == 0 {
+                    return None;
+                }
+                if self.handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+                    let deadline = std::time::Instant::now() + self.grace;
+                    let drained =
+                        tokio::task::block_in_place(|| open.scope.drained_blocking(deadline));
+                    if drained {
+                        return None;
+                    }
+                }
+                let report = self.tracked_report(&tracker, &open.scope, false);
+                // No await point is reached without a dump: poll it once.
+                let waker = std::task::Waker::noop();
+                match std::pin::pin!(report).poll(&mut std::task::Context::from_waker(waker)) {
+                    std::task::Poll::Ready(result) => result.err(),
+                    std::task::Poll::Pending => None,
+                }
+            }
+            State::Counted { baseline, reason } => {
+                let alive = self.handle.metrics().num_alive_tasks();
+                (alive > baseline).then(|| self.counted_report(alive - baseline, reason))
+            }
+        }
+    }
+}
+
+impl Drop for VerifyGuard {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            if let State::Tracked { tracker, open } = &state {
+                tracker.close_scope(open);
+            }
+            return;
+        }
+        if let Some(report) = self.check_on_drop(state) {
+            crate::output::publish(&report, self.report_dir.as_deref());
+            match self.mode {
+                Mode::Fail => {
+                    panic!("{report}\n(the VerifyGuard was dropped without `.verify().await`)")
+                }
+                Mode::Warn => eprintln!("{report}"),
+            }
+        }
+    }
+}
