@@ -1,0 +1,197 @@
+//! Every leak pattern the crate docs list is caught, with its spawn site.
+
+#![cfg(tokio_unstable)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Flavor, blocked, forever, only_site, scoped};
+
+const GRACE: Duration = Duration::from_millis(50);
+
+fn assert_site(report: &leakcheck::LeakReport, line: u32) {
+    let group = only_site(report);
+    assert_eq!(group.site.file, "leakcheck/tests/detect.rs", "{report}");
+    assert_eq!(group.site.line, line, "{report}");
+}
+
+#[test]
+fn tokio_spawn_is_caught_with_its_site_on_both_flavors() {
+    for flavor in [Flavor::Current, Flavor::Multi] {
+        let mut line = 0;
+        let report = scoped(flavor, GRACE, || async {
+            line = line!() + 1;
+            tokio::spawn(forever());
+        })
+        .unwrap_err();
+        assert_site(&report, line);
+        assert_eq!(report.leaked, 1);
+    }
+}
+
+#[test]
+fn handle_spawn_is_caught() {
+    let mut line = 0;
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        let handle = tokio::runtime::Handle::current();
+        line = line!() + 1;
+        handle.spawn(forever());
+    })
+    .unwrap_err();
+    assert_site(&report, line);
+}
+
+#[test]
+fn joinset_kept_alive_is_caught() {
+    let mut line = 0;
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        let mut set = tokio::task::JoinSet::new();
+        line = line!() + 1;
+        set.spawn(forever());
+        // A JoinSet aborts its tasks on drop; leaking the set leaks them.
+        std::mem::forget(set);
+    })
+    .unwrap_err();
+    assert_site(&report, line);
+}
+
+#[test]
+fn task_builder_spawn_is_caught() {
+    let mut line = 0;
+    let report = scoped(Flavor::Current, GRACE, || async {
+        line = line!() + 1;
+        tokio::task::Builder::new().name("named-leak").spawn(forever()).unwrap();
+    })
+    .unwrap_err();
+    assert_site(&report, line);
+}
+
+#[test]
+fn grandchild_is_caught_with_its_parent_chain() {
+    let mut line = 0;
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let parent = tokio::spawn(async move {
+            let line = line!() + 1;
+            tokio::spawn(forever());
+            tx.send(line).unwrap();
+            forever().await
+        });
+        line = rx.await.unwrap();
+        parent.abort();
+        let _ = parent.await;
+    })
+    .unwrap_err();
+    assert_site(&report, line);
+    let task = &only_site(&report).tasks[0];
+    assert_eq!(task.spawned_by.len(), 1, "spawned by the (aborted) parent task: {report}");
+}
+
+#[test]
+fn spawn_from_spawn_blocking_counts_in_the_open_scope() {
+    let mut line = 0;
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        let handle = tokio::runtime::Handle::current();
+        line = tokio::task::spawn_blocking(move || {
+            let line = line!() + 1;
+            handle.spawn(forever());
+            line
+        })
+        .await
+        .unwrap();
+    })
+    .unwrap_err();
+    assert_site(&report, line);
+}
+
+#[test]
+fn spawn_local_on_a_local_runtime_is_caught() {
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    let runtime = builder.build_local(tokio::runtime::LocalOptions::default()).unwrap();
+    let mut line = 0;
+    let report = runtime
+        .block_on(async {
+            let guard = leakcheck::verify_none().grace(GRACE);
+            line = line!() + 1;
+            tokio::task::spawn_local(async { forever().await });
+            guard.verify().await
+        })
+        .unwrap_err();
+    assert_site(&report, line);
+}
+
+#[test]
+fn task_still_blocked_after_grace_is_caught_and_released_one_is_not() {
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        let (release, task) = blocked();
+        tokio::spawn(task);
+        let (keep, task) = blocked();
+        tokio::spawn(task);
+        drop(release);
+        std::mem::forget(keep);
+    })
+    .unwrap_err();
+    assert_eq!(report.leaked, 1, "{report}");
+}
+
+#[test]
+fn many_tasks_from_one_site_form_one_group() {
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        for _ in 0..10 {
+            tokio::spawn(forever());
+        }
+    })
+    .unwrap_err();
+    let group = only_site(&report);
+    assert_eq!(group.count, 10);
+    assert_eq!(group.tasks.len(), 10);
+    // One interned stack serves all ten.
+    assert_eq!(report.stacks.len(), 1, "{report}");
+}
+
+#[test]
+fn spawn_backtrace_names_the_helper_and_its_caller() {
+    #[inline(never)]
+    fn start_worker() {
+        tokio::spawn(forever());
+    }
+    let report = scoped(Flavor::Current, GRACE, || async { start_worker() }).unwrap_err();
+    let stack = &report.stacks[only_site(&report).tasks[0].stack.expect("backtraces are on by default")];
+    let functions: Vec<&str> = stack.frames.iter().map(|f| f.function.as_str()).collect();
+    assert!(functions[0].ends_with("start_worker"), "innermost user frame first: {functions:#?}");
+    assert!(
+        functions.iter().any(|f| f.contains("spawn_backtrace_names_the_helper_and_its_caller")),
+        "the caller of the helper is kept: {functions:#?}"
+    );
+    assert!(functions.iter().all(|f| !f.starts_with("tokio::")), "tokio frames are trimmed: {functions:#?}");
+}
+
+fn verdict_ignoring(tracker_pattern: Option<&str>, guard_pattern: Option<&str>) -> Result<(), leakcheck::LeakReport> {
+    let mut tracker = leakcheck::Tracker::builder();
+    if let Some(pattern) = tracker_pattern {
+        tracker = tracker.ignore(pattern);
+    }
+    let tracker = tracker.build();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder.build().unwrap().block_on(async {
+        let mut guard = leakcheck::verify_none().grace(GRACE);
+        if let Some(pattern) = guard_pattern {
+            guard = guard.ignore(pattern);
+        }
+        tokio::spawn(forever());
+        guard.verify().await
+    })
+}
+
+#[test]
+fn ignore_patterns_match_site_suffix_and_function_prefix() {
+    verdict_ignoring(Some("tests/detect.rs"), None).expect("a site-suffix ignore covers the leak");
+    verdict_ignoring(None, Some("detect::verdict_ignoring")).expect("a function-prefix ignore covers the leak");
+    let report = verdict_ignoring(Some("etect.rs"), None).expect_err("a suffix matches at a path boundary only");
+    assert_eq!(report.ignored, 0);
+    verdict_ignoring(Some("detect.rs:1"), None).expect_err("`file:line` must match the line");
+}
