@@ -54,6 +54,9 @@ pub(crate) fn publish(report: &LeakReport, dir: Option<&Path>) {
         }
     }
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        // Workflow commands must start a line; libtest may be mid-line
+        // ("test name ... ") when the test fails.
+        println!();
         for line in annotations(report) {
             println!("{line}");
         }
@@ -72,10 +75,11 @@ pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
                 group.count, report.test, group.oldest_age_ms
             );
             format!(
-                "::error file={},line={},col={},title=leakcheck: leaked {plural}::{}",
+                "::error file={},line={},col={},title={}::{}",
                 escape_property(&group.site.file),
                 group.site.line,
                 group.site.column,
+                escape_property(&format!("leakcheck: leaked {plural}")),
                 escape_data(&message)
             )
         })

@@ -20,7 +20,10 @@ where
     }
     // Not a timing assertion on speed: only that the 5 s grace was not
     // waited out (the wait wakes on the last terminate).
-    assert!(started.elapsed() < LONG_GRACE, "verify waited out the grace period");
+    assert!(
+        started.elapsed() < LONG_GRACE,
+        "verify waited out the grace period"
+    );
 }
 
 #[test]
@@ -90,7 +93,10 @@ fn tasks_alive_before_the_scope_are_not_its_leaks() {
         let guard = leakcheck::verify_none().grace(LONG_GRACE);
         tokio::spawn(async {}).await.unwrap();
         let started = Instant::now();
-        guard.verify().await.expect("the background task predates the scope");
+        guard
+            .verify()
+            .await
+            .expect("the background task predates the scope");
         assert!(started.elapsed() < LONG_GRACE);
         background.abort();
     });
@@ -119,7 +125,9 @@ async fn attribute_returns_the_body_result() -> Result<(), std::io::Error> {
 #[leakcheck::test(start_paused = true)]
 async fn attribute_supports_paused_time() {
     let started = tokio::time::Instant::now();
-    tokio::spawn(tokio::time::sleep(Duration::from_secs(3600))).await.unwrap();
+    tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)))
+        .await
+        .unwrap();
     assert!(started.elapsed() >= Duration::from_secs(3600));
 }
 

@@ -61,7 +61,10 @@ fn task_builder_spawn_is_caught() {
     let mut line = 0;
     let report = scoped(Flavor::Current, GRACE, || async {
         line = line!() + 1;
-        tokio::task::Builder::new().name("named-leak").spawn(forever()).unwrap();
+        tokio::task::Builder::new()
+            .name("named-leak")
+            .spawn(forever())
+            .unwrap();
     })
     .unwrap_err();
     assert_site(&report, line);
@@ -85,7 +88,11 @@ fn grandchild_is_caught_with_its_parent_chain() {
     .unwrap_err();
     assert_site(&report, line);
     let task = &only_site(&report).tasks[0];
-    assert_eq!(task.spawned_by.len(), 1, "spawned by the (aborted) parent task: {report}");
+    assert_eq!(
+        task.spawned_by.len(),
+        1,
+        "spawned by the (aborted) parent task: {report}"
+    );
 }
 
 #[test]
@@ -110,7 +117,9 @@ fn spawn_local_on_a_local_runtime_is_caught() {
     let tracker = leakcheck::Tracker::new();
     let mut builder = tokio::runtime::Builder::new_current_thread();
     tracker.install(builder.enable_all());
-    let runtime = builder.build_local(tokio::runtime::LocalOptions::default()).unwrap();
+    let runtime = builder
+        .build_local(tokio::runtime::LocalOptions::default())
+        .unwrap();
     let mut line = 0;
     let report = runtime
         .block_on(async {
@@ -159,17 +168,30 @@ fn spawn_backtrace_names_the_helper_and_its_caller() {
         tokio::spawn(forever());
     }
     let report = scoped(Flavor::Current, GRACE, || async { start_worker() }).unwrap_err();
-    let stack = &report.stacks[only_site(&report).tasks[0].stack.expect("backtraces are on by default")];
+    let stack = &report.stacks[only_site(&report).tasks[0]
+        .stack
+        .expect("backtraces are on by default")];
     let functions: Vec<&str> = stack.frames.iter().map(|f| f.function.as_str()).collect();
-    assert!(functions[0].ends_with("start_worker"), "innermost user frame first: {functions:#?}");
     assert!(
-        functions.iter().any(|f| f.contains("spawn_backtrace_names_the_helper_and_its_caller")),
+        functions[0].ends_with("start_worker"),
+        "innermost user frame first: {functions:#?}"
+    );
+    assert!(
+        functions
+            .iter()
+            .any(|f| f.contains("spawn_backtrace_names_the_helper_and_its_caller")),
         "the caller of the helper is kept: {functions:#?}"
     );
-    assert!(functions.iter().all(|f| !f.starts_with("tokio::")), "tokio frames are trimmed: {functions:#?}");
+    assert!(
+        functions.iter().all(|f| !f.starts_with("tokio::")),
+        "tokio frames are trimmed: {functions:#?}"
+    );
 }
 
-fn verdict_ignoring(tracker_pattern: Option<&str>, guard_pattern: Option<&str>) -> Result<(), leakcheck::LeakReport> {
+fn verdict_ignoring(
+    tracker_pattern: Option<&str>,
+    guard_pattern: Option<&str>,
+) -> Result<(), leakcheck::LeakReport> {
     let mut tracker = leakcheck::Tracker::builder();
     if let Some(pattern) = tracker_pattern {
         tracker = tracker.ignore(pattern);
@@ -190,8 +212,10 @@ fn verdict_ignoring(tracker_pattern: Option<&str>, guard_pattern: Option<&str>) 
 #[test]
 fn ignore_patterns_match_site_suffix_and_function_prefix() {
     verdict_ignoring(Some("tests/detect.rs"), None).expect("a site-suffix ignore covers the leak");
-    verdict_ignoring(None, Some("detect::verdict_ignoring")).expect("a function-prefix ignore covers the leak");
-    let report = verdict_ignoring(Some("etect.rs"), None).expect_err("a suffix matches at a path boundary only");
+    verdict_ignoring(None, Some("detect::verdict_ignoring"))
+        .expect("a function-prefix ignore covers the leak");
+    let report = verdict_ignoring(Some("etect.rs"), None)
+        .expect_err("a suffix matches at a path boundary only");
     assert_eq!(report.ignored, 0);
     verdict_ignoring(Some("detect.rs:1"), None).expect_err("`file:line` must match the line");
 }

@@ -57,7 +57,11 @@ where
 
 /// The one site group of a report, asserting there is exactly one.
 pub fn only_site(report: &LeakReport) -> &leakcheck::SiteGroup {
-    assert_eq!(report.sites.len(), 1, "expected one leaking site:\n{report}");
+    assert_eq!(
+        report.sites.len(),
+        1,
+        "expected one leaking site:\n{report}"
+    );
     &report.sites[0]
 }
 

@@ -1,0 +1,190 @@
+//! Reading leakcheck documents (leak reports and snapshots) from files and
+//! directories, rejecting anything that is not one with an error naming the file.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use leakcheck::{LeakReport, SCHEMA_VERSION, Snapshot};
+use serde_json::Value;
+use serde_json::error::Category;
+
+use crate::error::CliError;
+
+/// Largest document read, so a wrong path (a core dump, a log) fails fast
+/// instead of filling memory.
+pub const MAX_DOCUMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The `kind` of a leak report.
+pub const KIND_LEAK_REPORT: &str = "leak_report";
+/// The `kind` of a snapshot.
+pub const KIND_SNAPSHOT: &str = "snapshot";
+
+/// One parsed document.
+#[derive(Debug)]
+pub enum Document {
+    /// A test's (or scope's) leak report.
+    Report(LeakReport),
+    /// A live snapshot of a runtime.
+    Snapshot(Snapshot),
+}
+
+impl Document {
+    /// The document's `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Document::Report(_) => KIND_LEAK_REPORT,
+            Document::Snapshot(_) => KIND_SNAPSHOT,
+        }
+    }
+}
+
+/// A leak report and the file it came from.
+#[derive(Debug)]
+pub struct LoadedReport {
+    /// The file, as given or as found in a given directory.
+    pub path: PathBuf,
+    /// Its content.
+    pub report: LeakReport,
+}
+
+/// Turns the command line's `<dir|files…>` into files: a directory stands for
+/// its `*.json` files (sorted by name, hidden files such as a writer's
+/// temporary files skipped); files are taken as given.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let metadata = fs::metadata(input).map_err(|e| CliError::input(input, io_problem(&e)))?;
+        if !metadata.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let entries = fs::read_dir(input).map_err(|e| CliError::input(input, io_problem(&e)))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| CliError::input(input, io_problem(&e)))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            if entry.path().is_file() {
+                found.push(entry.path());
+            }
+        }
+        if found.is_empty() {
+            return Err(CliError::input(
+                input,
+                "directory holds no *.json reports (did the tests run with LEAKCHECK_REPORT_DIR pointing here, and did any leak?)",
+            ));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// Loads every leak report named by `inputs` (see [`expand_inputs`]);
+/// snapshots and other documents are rejected.
+pub fn load_reports(inputs: &[PathBuf], command: &str) -> Result<Vec<LoadedReport>, CliError> {
+    expand_inputs(inputs)?
+        .into_iter()
+        .map(|path| match load(&path)? {
+            Document::Report(report) => Ok(LoadedReport { path, report }),
+            Document::Snapshot(_) => Err(CliError::input(
+                path,
+                format!("is a snapshot, but `leakcheck {command}` reads leak reports (compare snapshots with `leakcheck diff`)"),
+            )),
+        })
+        .collect()
+}
+
+/// Reads and parses one file.
+pub fn load(path: &Path) -> Result<Document, CliError> {
+    let file = fs::File::open(path).map_err(|e| CliError::input(path, io_problem(&e)))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::input(path, io_problem(&e)))?;
+    if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+        return Err(CliError::input(
+            path,
+            format!("larger than the {} MiB limit for a leakcheck document", MAX_DOCUMENT_BYTES >> 20),
+        ));
+    }
+    parse(&bytes).map_err(|problem| CliError::input(path, problem))
+}
+
+/// Parses a document, checking `schema_version` and `kind` before the
+/// fields so the error says the most useful thing. Errors are sentence
+/// fragments meant to follow the file name.
+pub fn parse(bytes: &[u8]) -> Result<Document, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "binary data, not a JSON leakcheck document (invalid UTF-8 at byte {})",
+            e.valid_up_to()
+        )
+    })?;
+    if let Some(offset) = text.find('\0') {
+        return Err(format!("binary data, not a JSON leakcheck document (NUL byte at byte {offset})"));
+    }
+    if text.trim().is_empty() {
+        return Err("empty file, expected a JSON leakcheck report or snapshot".to_owned());
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| match e.classify() {
+        Category::Eof => format!(
+            "truncated JSON: the document ends early at line {} column {} (was its writer killed?)",
+            e.line(),
+            e.column()
+        ),
+        _ => format!("invalid JSON: {e}"),
+    })?;
+    let Value::Object(fields) = &value else {
+        return Err(format!(
+            "expected a JSON object (a leakcheck report or snapshot), found {}",
+            json_type(&value)
+        ));
+    };
+    let version = match fields.get("schema_version") {
+        None => return Err("no `schema_version` field: not a leakcheck report or snapshot".to_owned()),
+        Some(v) => v.as_u64().ok_or_else(|| format!("`schema_version` must be a whole number, found {v}"))?,
+    };
+    if version != u64::from(SCHEMA_VERSION) {
+        return Err(format!(
+            "schema_version {version} is not supported: this leakcheck reads version {SCHEMA_VERSION} (use the leakcheck-cli release that matches the library that wrote it)"
+        ));
+    }
+    let kind = match fields.get("kind") {
+        None => return Err("no `kind` field: not a leakcheck report or snapshot".to_owned()),
+        Some(Value::String(kind)) => kind.clone(),
+        Some(other) => return Err(format!("`kind` must be a string, found {other}")),
+    };
+    let schema_error = |e: serde_json::Error| format!("does not match the {kind} schema: {e}");
+    match kind.as_str() {
+        KIND_LEAK_REPORT => serde_json::from_value(value).map(Document::Report).map_err(schema_error),
+        KIND_SNAPSHOT => serde_json::from_value(value).map(Document::Snapshot).map_err(schema_error),
+        _ => Err(format!(
+            "unknown kind {kind:?}: expected {KIND_LEAK_REPORT:?} or {KIND_SNAPSHOT:?}"
+        )),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn io_problem(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        _ => format!("cannot read: {error}"),
+    }
+}

@@ -1,0 +1,30 @@
+//! The process exit codes of `leakcheck`, one named constant each.
+
+use std::process::ExitCode;
+
+/// The command did what was asked (and, with `--fail-on-*`, found nothing to fail on).
+pub const OK: u8 = 0;
+/// `summary --fail-on-leaks` found leaked tasks, or `diff --fail-on-growth`
+/// found spawn sites that grew or appeared.
+pub const LEAKS_FOUND: u8 = 1;
+/// Bad command line or bad input: a missing file, an empty directory, a file
+/// that is not a leakcheck document of a known `schema_version` and `kind`.
+/// Also what clap returns for unknown flags.
+pub const INPUT_ERROR: u8 = 2;
+/// The inputs were fine but the work failed: an output file could not be
+/// written, or a snapshot could not be fetched.
+pub const RUN_ERROR: u8 = 3;
+
+/// The exit-code table shown at the end of `leakcheck --help`.
+pub const HELP_TABLE: &str = "\
+Exit codes:
+  0  success (no leaks found when --fail-on-leaks / --fail-on-growth is given)
+  1  --fail-on-leaks found leaked tasks, or --fail-on-growth found sites that grew or appeared
+  2  bad command line or bad input (missing file, empty directory, truncated or binary file,
+     unknown schema_version or kind)
+  3  an output file could not be written, or a snapshot could not be fetched";
+
+/// Converts one of the constants above into the process exit status.
+pub fn code(value: u8) -> ExitCode {
+    ExitCode::from(value)
+}

@@ -1,0 +1,149 @@
+//! `leakcheck html`: one self-contained page (no external assets) with the
+//! summary table, the flame graph inline, and every report in full. All text
+//! from the reports is HTML-escaped.
+
+use std::fmt::Write as _;
+
+use crate::document::LoadedReport;
+use crate::summary::Summary;
+use crate::text;
+
+const STYLE: &str = "\
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:110em}\
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}\
+table{border-collapse:collapse}th,td{padding:.25em .75em;border-bottom:1px solid #eee;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}\
+code,pre{font-family:ui-monospace,monospace;font-size:.9em}\
+pre{background:#f6f6f6;padding:.75em;overflow-x:auto}\
+#flamegraph svg{width:100%;height:auto}\
+.hint{color:#666}";
+
+/// Escapes text for use in HTML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page. `svg` is a complete SVG document (its XML prolog is dropped).
+pub fn render(summary: &Summary, svg: &str, reports: &[LoadedReport]) -> String {
+    let headline = if summary.leaked == 0 {
+        format!("No leaked tasks in {}", text::count(summary.reports, "report"))
+    } else {
+        format!(
+            "{} leaked in {} of {}, from {}",
+            text::count(summary.leaked, "task"),
+            summary.reports_with_leaks,
+            text::count(summary.reports, "report"),
+            text::count(summary.sites.len(), "spawn site")
+        )
+    };
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>leakcheck: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>leakcheck</h1>\n<p id=\"headline\">{}</p>\n",
+        escape(&headline),
+        escape(&headline)
+    );
+    summary_table(&mut page, summary);
+    page.push_str("<h2>Flame graph</h2>\n<div id=\"flamegraph\">\n");
+    page.push_str(svg.find("<svg").map_or(svg, |start| &svg[start..]));
+    page.push_str("\n</div>\n");
+    site_details(&mut page, summary);
+    page.push_str("<h2>Reports</h2>\n");
+    for loaded in reports {
+        let _ = write!(
+            page,
+            "<details class=\"report\"><summary><code>{}</code> · {} · <span class=\"hint\">{}</span></summary>\n<pre>{}</pre>\n</details>\n",
+            escape(&loaded.report.test),
+            escape(&text::count(loaded.report.leaked, "task")),
+            escape(&loaded.path.display().to_string()),
+            escape(&loaded.report.to_string())
+        );
+    }
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+fn summary_table(page: &mut String, summary: &Summary) {
+    page.push_str("<h2>Spawn sites</h2>\n<table id=\"summary\">\n<thead><tr><th>Tasks</th><th>Tests</th><th>Oldest</th><th>Spawn site</th><th>Spawned in</th></tr></thead>\n<tbody>\n");
+    for (index, site) in summary.sites.iter().enumerate() {
+        let spawned_in = site
+            .representative
+            .as_ref()
+            .and_then(|r| r.frames.first())
+            .map(|f| f.function.as_str())
+            .unwrap_or("");
+        let _ = writeln!(
+            page,
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><a href=\"#site-{index}\"><code>{}</code></a></td><td><code>{}</code></td></tr>",
+            site.tasks,
+            site.tests.len(),
+            escape(&text::age(site.oldest_age_ms)),
+            escape(&site.site.to_string()),
+            escape(spawned_in)
+        );
+    }
+    if let Some(degraded) = &summary.degraded {
+        let _ = writeln!(
+            page,
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td></td><td>unknown (built without <code>--cfg tokio_unstable</code>)</td><td></td></tr>",
+            degraded.tasks,
+            degraded.tests.len()
+        );
+    }
+    page.push_str("</tbody>\n</table>\n");
+}
+
+fn site_details(page: &mut String, summary: &Summary) {
+    if summary.sites.is_empty() {
+        return;
+    }
+    page.push_str("<h2>Sites in detail</h2>\n");
+    for (index, site) in summary.sites.iter().enumerate() {
+        let location = site.site.to_string();
+        let _ = writeln!(
+            page,
+            "<section class=\"site\" id=\"site-{index}\"><h3><code>{}</code> · {} in {}</h3>",
+            escape(&location),
+            text::count(site.tasks, "task"),
+            text::count(site.tests.len(), "test")
+        );
+        page.push_str("<p>Tests: ");
+        for (i, test) in site.tests.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let _ = write!(page, "{separator}<code>{}</code>", escape(test));
+        }
+        page.push_str("</p>\n");
+        if !site.labels.is_empty() {
+            let _ = writeln!(page, "<p>Labels: <code>{}</code></p>", escape(&site.labels.join(", ")));
+        }
+        if let Some(r) = &site.representative {
+            let _ = write!(page, "<p>Spawn backtrace of task {} in <code>{}</code>:</p>\n<pre>", r.task_id, escape(&r.test));
+            for (i, frame) in r.frames.iter().enumerate() {
+                let _ = writeln!(page, "{i}: {}", escape(&frame.to_string()));
+            }
+            page.push_str("</pre>\n");
+        }
+        page.push_str("</section>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}

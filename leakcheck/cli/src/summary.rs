@@ -1,0 +1,229 @@
+//! `leakcheck summary`: every leaked task of many reports grouped by spawn
+//! site, worst site first, as a table for people or JSON for machines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use leakcheck::{Frame, SCHEMA_VERSION, SourceLocation, TOKIO_UNSTABLE_HINT};
+use serde::Serialize;
+
+use crate::document::LoadedReport;
+use crate::text::{self, Align};
+
+/// How many test names a site's detail block lists before "and N more".
+pub const TESTS_LISTED: usize = 5;
+
+/// The `kind` of `summary --json` output.
+pub const KIND_SUMMARY: &str = "leak_summary";
+
+/// All reports, folded by spawn site.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Always [`SCHEMA_VERSION`]: the summary follows the reports' versioning.
+    pub schema_version: u32,
+    /// Always [`KIND_SUMMARY`].
+    pub kind: &'static str,
+    /// Reports read.
+    pub reports: usize,
+    /// Reports with at least one leaked task.
+    pub reports_with_leaks: usize,
+    /// Leaked tasks over all reports, degraded ones included.
+    pub leaked: usize,
+    /// One entry per spawn site, most tasks first (then most tests, then site).
+    pub sites: Vec<SiteSummary>,
+    /// Leaks from reports written without `--cfg tokio_unstable`, whose spawn
+    /// sites are unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<DegradedSummary>,
+}
+
+/// One spawn site across all reports.
+#[derive(Debug, Serialize)]
+pub struct SiteSummary {
+    /// Where the tasks were spawned.
+    pub site: SourceLocation,
+    /// Leaked tasks spawned here, over all reports.
+    pub tasks: usize,
+    /// Tests (report names) that leaked a task spawned here, sorted.
+    pub tests: Vec<String>,
+    /// Age of the oldest task spawned here when its report was written.
+    pub oldest_age_ms: u64,
+    /// Labels (e.g. request ids) carried by these tasks, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The spawn backtrace of the oldest task that has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub representative: Option<Representative>,
+}
+
+/// The task that stands for a site, and its spawn backtrace.
+#[derive(Debug, Serialize)]
+pub struct Representative {
+    /// The report it comes from.
+    pub test: String,
+    /// tokio's task id in that test.
+    pub task_id: u64,
+    /// Its spawn backtrace, innermost frame first.
+    pub frames: Vec<Frame>,
+}
+
+/// Leaks whose spawn sites are unknown.
+#[derive(Debug, Serialize)]
+pub struct DegradedSummary {
+    /// Leaked tasks counted by the runtime.
+    pub tasks: usize,
+    /// The tests that leaked them, sorted.
+    pub tests: Vec<String>,
+}
+
+#[derive(Default)]
+struct SiteAccumulator {
+    tasks: usize,
+    tests: BTreeSet<String>,
+    oldest_age_ms: u64,
+    labels: BTreeSet<String>,
+    representative: Option<(u64, Representative)>,
+}
+
+/// Folds the reports by spawn site.
+pub fn summarize(reports: &[LoadedReport]) -> Summary {
+    let mut sites: BTreeMap<&SourceLocation, SiteAccumulator> = BTreeMap::new();
+    let mut degraded_tasks = 0;
+    let mut degraded_tests = BTreeSet::new();
+    for LoadedReport { report, .. } in reports {
+        if report.degraded {
+            degraded_tasks += report.leaked;
+            if report.leaked > 0 {
+                degraded_tests.insert(report.test.clone());
+            }
+            continue;
+        }
+        for group in &report.sites {
+            let acc = sites.entry(&group.site).or_default();
+            acc.tasks += group.count;
+            acc.tests.insert(report.test.clone());
+            acc.oldest_age_ms = acc.oldest_age_ms.max(group.oldest_age_ms);
+            for task in &group.tasks {
+                if let Some(label) = &task.label {
+                    acc.labels.insert(label.clone());
+                }
+                let Some(stack) = task.stack.and_then(|i| report.stacks.get(i)) else { continue };
+                if acc.representative.as_ref().is_none_or(|(age, _)| task.age_ms > *age) {
+                    let representative =
+                        Representative { test: report.test.clone(), task_id: task.id, frames: stack.frames.clone() };
+                    acc.representative = Some((task.age_ms, representative));
+                }
+            }
+        }
+    }
+    let mut sites: Vec<SiteSummary> = sites
+        .into_iter()
+        .map(|(site, acc)| SiteSummary {
+            site: site.clone(),
+            tasks: acc.tasks,
+            tests: acc.tests.into_iter().collect(),
+            oldest_age_ms: acc.oldest_age_ms,
+            labels: acc.labels.into_iter().collect(),
+            representative: acc.representative.map(|(_, r)| r),
+        })
+        .collect();
+    // Worst first; the map already ordered equal sites by location.
+    sites.sort_by(|a, b| b.tasks.cmp(&a.tasks).then(b.tests.len().cmp(&a.tests.len())));
+    Summary {
+        schema_version: SCHEMA_VERSION,
+        kind: KIND_SUMMARY,
+        reports: reports.len(),
+        reports_with_leaks: reports.iter().filter(|r| r.report.leaked > 0).count(),
+        leaked: reports.iter().map(|r| r.report.leaked).sum(),
+        sites,
+        degraded: (degraded_tasks > 0)
+            .then(|| DegradedSummary { tasks: degraded_tasks, tests: degraded_tests.into_iter().collect() }),
+    }
+}
+
+/// Whether any report leaked anything.
+pub fn has_leaks(summary: &Summary) -> bool {
+    summary.leaked > 0
+}
+
+/// The table and one detail block per site, for people.
+pub fn render_text(summary: &Summary) -> String {
+    let mut out = String::new();
+    if summary.leaked == 0 {
+        let _ = writeln!(out, "leakcheck: no leaked tasks in {}", text::count(summary.reports, "report"));
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "leakcheck: {} leaked in {} of {}, from {}",
+        text::count(summary.leaked, "task"),
+        summary.reports_with_leaks,
+        text::count(summary.reports, "report"),
+        text::count(summary.sites.len(), "spawn site"),
+    );
+    if !summary.sites.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = summary
+            .sites
+            .iter()
+            .map(|s| {
+                vec![
+                    s.tasks.to_string(),
+                    s.tests.len().to_string(),
+                    text::age(s.oldest_age_ms),
+                    s.site.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&text::table(
+            &[("TASKS", Align::Right), ("TESTS", Align::Right), ("OLDEST", Align::Right), ("SPAWN SITE", Align::Left)],
+            &rows,
+        ));
+    }
+    for site in &summary.sites {
+        out.push('\n');
+        render_site(&mut out, site);
+    }
+    if let Some(degraded) = &summary.degraded {
+        let _ = writeln!(
+            out,
+            "\n── spawn site unknown · {} in {} ──\n  tests: {}\n  these reports were written without `--cfg tokio_unstable`\n  hint: {TOKIO_UNSTABLE_HINT}",
+            text::count(degraded.tasks, "task"),
+            text::count(degraded.tests.len(), "test"),
+            list_names(&degraded.tests),
+        );
+    }
+    out
+}
+
+fn render_site(out: &mut String, site: &SiteSummary) {
+    let _ = writeln!(
+        out,
+        "── {} · {} in {} · oldest {} ──",
+        site.site,
+        text::count(site.tasks, "task"),
+        text::count(site.tests.len(), "test"),
+        text::age(site.oldest_age_ms)
+    );
+    let _ = writeln!(out, "  tests: {}", list_names(&site.tests));
+    if !site.labels.is_empty() {
+        let _ = writeln!(out, "  labels: {}", list_names(&site.labels));
+    }
+    match &site.representative {
+        Some(r) => {
+            let _ = writeln!(out, "  spawn backtrace (task {} in {}):", r.task_id, r.test);
+            for (i, frame) in r.frames.iter().enumerate() {
+                let _ = writeln!(out, "    {i}: {frame}");
+            }
+        }
+        None => out.push_str("  no spawn backtrace recorded (LEAKCHECK_BACKTRACE=full records one)\n"),
+    }
+}
+
+fn list_names(names: &[String]) -> String {
+    let shown = names.iter().take(TESTS_LISTED).cloned().collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(TESTS_LISTED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}

@@ -1,0 +1,49 @@
+//! Bad inputs: each is refused with one line naming the file and the problem,
+//! exit code 2, no panic, whichever subcommand reads it.
+
+use crate::support::{Scratch, run};
+
+const CASES: &[(&str, &str)] = &[
+    ("bad/truncated.json", "truncated JSON: the document ends early at line 1 column 187"),
+    ("bad/binary.json", "binary data, not a JSON leakcheck document"),
+    ("bad/schema_v2.json", "schema_version 2 is not supported: this leakcheck reads version 1"),
+    ("bad/wrong_kind.json", "unknown kind \"coverage_report\": expected \"leak_report\" or \"snapshot\""),
+    ("bad/no_version.json", "no `schema_version` field"),
+    ("bad/not_object.json", "expected a JSON object (a leakcheck report or snapshot), found an array"),
+    ("bad/schema_mismatch.json", "does not match the leak_report schema: invalid type: string \"three\""),
+    ("bad/empty.json", "empty file"),
+    ("bad/invalid.json", "invalid JSON: key must be a string at line 1 column 45"),
+    ("bad/does_not_exist.json", "no such file or directory"),
+];
+
+#[test]
+fn every_subcommand_names_the_bad_file_and_the_problem() {
+    for (file, problem) in CASES {
+        let expected = format!("{file}: {problem}");
+        run(&["summary", file]).assert_one_line_error(2, &[&expected]);
+        run(&["flamegraph", file, "-o", "-"]).assert_one_line_error(2, &[&expected]);
+        run(&["html", file, "-o", "-"]).assert_one_line_error(2, &[&expected]);
+        run(&["diff", "snapshots/before.json", file]).assert_one_line_error(2, &[&expected]);
+    }
+}
+
+#[test]
+fn one_bad_file_in_a_directory_stops_the_command() {
+    run(&["summary", "bad"]).assert_one_line_error(2, &["bad/binary.json: binary data"]);
+}
+
+#[test]
+fn an_empty_directory_is_refused() {
+    let scratch = Scratch::new("empty-dir");
+    std::fs::write(scratch.path().join("notes.txt"), "not a report").expect("write");
+    let dir = scratch.join("");
+    run(&["summary", &dir]).assert_one_line_error(2, &[&dir, "directory holds no *.json reports"]);
+}
+
+#[test]
+fn a_failed_command_leaves_no_output_file() {
+    let scratch = Scratch::new("no-half-file");
+    let output = scratch.join("leaks.html");
+    run(&["html", "reports", "bad/truncated.json", "-o", &output]).assert_one_line_error(2, &["truncated JSON"]);
+    assert!(scratch.files().is_empty(), "{:?}", scratch.files());
+}

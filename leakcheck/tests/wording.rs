@@ -1,0 +1,185 @@
+//! The report is the product: these tests pin what a failing test prints,
+//! what it writes to `LEAKCHECK_REPORT_DIR`, and that a panicking body keeps
+//! its own message.
+//!
+//! The `fixture_*` tests are `#[ignore]`d leaky tests; the others run them in
+//! a child process (this same test binary) with a controlled environment.
+
+#![cfg(tokio_unstable)]
+
+use std::process::Command;
+use std::time::Duration;
+
+#[leakcheck::test(grace = "20ms")]
+#[should_panic(expected = "leakcheck: 1 leaked task in `wording::leak_fails_with_count_and_name`")]
+async fn leak_fails_with_count_and_name() {
+    tokio::spawn(std::future::pending::<()>());
+}
+
+#[leakcheck::test(grace = "20ms")]
+#[should_panic(expected = "── leakcheck/tests/wording.rs:23:9 · 2 tasks ──")]
+async fn report_groups_by_workspace_relative_site() {
+    for _ in 0..2 {
+        tokio::spawn(std::future::pending::<()>());
+    }
+}
+
+#[leakcheck::test(grace = "20ms")]
+#[should_panic(
+    expected = "hint: the task spawned at leakcheck/tests/wording.rs:30:5 is still running"
+)]
+async fn report_ends_with_a_hint_naming_the_site() {
+    tokio::spawn(std::future::pending::<()>());
+}
+
+#[leakcheck::test(grace = "20ms", mode = "warn")]
+async fn warn_mode_passes() {
+    tokio::spawn(std::future::pending::<()>());
+}
+
+#[leakcheck::test(grace = "20ms")]
+#[ignore = "fixture run by body_panic_keeps_its_message"]
+async fn fixture_panicking_body_that_also_leaks() {
+    tokio::spawn(std::future::pending::<()>());
+    panic!("the body's own failure");
+}
+
+#[leakcheck::test(grace = "20ms")]
+#[ignore = "fixture run by the report-file tests"]
+async fn fixture_leaky() {
+    tokio::spawn(std::future::pending::<()>());
+}
+
+fn run_fixture(name: &str, envs: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for var in [
+        "LEAKCHECK_REPORT_DIR",
+        "LEAKCHECK_MODE",
+        "LEAKCHECK_GRACE",
+        "CI",
+        "GITHUB_ACTIONS",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(envs.iter().copied());
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn body_panic_keeps_its_message_and_leaks_follow() {
+    let (ok, _, stderr) = run_fixture("fixture_panicking_body_that_also_leaks", &[]);
+    assert!(!ok);
+    let panic = stderr
+        .find("the body's own failure")
+        .expect("the original panic message is kept");
+    let leak = stderr
+        .find("leakcheck: 1 leaked task")
+        .expect("leak details are printed");
+    assert!(
+        panic < leak,
+        "the body's panic comes first, leak details follow:\n{stderr}"
+    );
+}
+
+#[test]
+fn report_dir_receives_one_complete_json_report() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-wording-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, _, stderr) = run_fixture(
+        "fixture_leaky",
+        &[("LEAKCHECK_REPORT_DIR", dir.to_str().unwrap())],
+    );
+    assert!(!ok, "{stderr}");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one report, no temporary left behind: {files:?}"
+    );
+    assert!(
+        files[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("wording__fixture_leaky.json")
+    );
+    let report: leakcheck::LeakReport =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(report.schema_version, leakcheck::SCHEMA_VERSION);
+    assert_eq!(report.kind, "leak_report");
+    assert_eq!(report.test, "wording::fixture_leaky");
+    assert_eq!(report.leaked, 1);
+    assert_eq!(report.sites[0].site.file, "leakcheck/tests/wording.rs");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn github_actions_gets_an_annotation_at_the_spawn_site() {
+    let (ok, stdout, _) = run_fixture("fixture_leaky", &[("GITHUB_ACTIONS", "true")]);
+    assert!(!ok);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("no annotation on stdout:\n{stdout}"));
+    assert!(
+        line.starts_with("::error file=leakcheck/tests/wording.rs,line=48,col=5,title=leakcheck%3A leaked task::1 task spawned here outlived test `wording::fixture_leaky`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn env_mode_warn_lets_the_test_pass() {
+    let (ok, _, stderr) = run_fixture("fixture_leaky", &[("LEAKCHECK_MODE", "warn")]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("leakcheck: 1 leaked task"));
+}
+
+#[test]
+fn malformed_env_names_the_variable() {
+    let (ok, _, stderr) = run_fixture("fixture_leaky", &[("LEAKCHECK_GRACE", "soon")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("LEAKCHECK_GRACE=\"soon\" is not valid: expected a duration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_round_trips_and_display_is_deterministic() {
+    let report = common_report();
+    let json = report.to_json();
+    let back: leakcheck::LeakReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+    assert_eq!(back.to_string(), report.to_string());
+}
+
+fn common_report() -> leakcheck::LeakReport {
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder
+        .build()
+        .unwrap()
+        .block_on(async {
+            let guard = leakcheck::verify_none().grace(Duration::from_millis(10));
+            tokio::spawn(std::future::pending::<()>());
+            guard.verify().await
+        })
+        .unwrap_err()
+}
