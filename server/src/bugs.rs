@@ -1,0 +1,22 @@
+//! The seeded bugs: each one removes exactly one defense so that a real task leak appears.
+
+use clap::ValueEnum;
+
+/// A defense that `--bug NAME` removes. The doc comment of each variant is its `--help` text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Bug {
+    /// No TLS handshake deadline: a client that opens the TLS port and sends nothing (or half a ClientHello) pins a connection task forever.
+    NoTlsHandshakeTimeout,
+    /// No first-byte or header-read deadline: a plain-HTTP client that sends nothing (or half a request head) pins a connection task forever.
+    NoHeaderTimeout,
+    /// No DNS deadline: against a silent nameserver, each /proxy lookup task hangs forever, outliving the request that started it.
+    NoDnsTimeout,
+    /// No pool acquire deadline: with the upstream stalled, /proxy requests queue on the pool without bound instead of failing fast with 503.
+    NoPoolAcquireTimeout,
+    /// /work and /stream spawn their lease keeper detached instead of in the request's scope: it keeps running forever after the response, even after a client abort.
+    DetachedRequestTask,
+    /// No write deadline: a client that stops reading a /stream pins the connection task and the request's tasks for as long as it stays connected.
+    NoWriteTimeout,
+    /// /panic?child=1 does not watch its children's join results: a child's panic goes unnoticed and the request hangs, with all its tasks, until the whole-request deadline.
+    UncaughtPanicInChild,
+}

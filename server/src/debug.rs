@@ -1,0 +1,122 @@
+//! The loopback-only debug endpoints: live tasks (/debug/tasks), a tokio task dump
+//! (/debug/dump) and when each request's last task ended (/debug/cancellations).
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Most request ids /debug/cancellations remembers; older ones are forgotten first.
+pub const CANCELLATION_LOG_CAPACITY: usize = 65_536;
+
+/// How long /debug/dump waits for every worker to check in before answering 503.
+pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When each request id's last labeled task ended, fed by leakcheck's `on_label_drained`.
+#[derive(Debug, Default)]
+pub struct CancellationLog {
+    drained: Mutex<VecDeque<Drained>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Drained {
+    request_id: String,
+    drained_at_unix_ns: u128,
+}
+
+#[derive(Serialize)]
+struct CancellationsDocument<'a> {
+    drained: &'a VecDeque<Drained>,
+}
+
+impl CancellationLog {
+    /// Records that `request_id`'s last task ended now.
+    pub fn record(&self, request_id: &str) {
+        let drained_at_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let mut drained = self.drained.lock();
+        if drained.len() == CANCELLATION_LOG_CAPACITY {
+            drained.pop_front();
+        }
+        drained.push_back(Drained {
+            request_id: request_id.into(),
+            drained_at_unix_ns,
+        });
+    }
+
+    /// `{"drained": [{"request_id": ..., "drained_at_unix_ns": ...}, ...]}`, oldest first.
+    pub fn to_json(&self) -> String {
+        let drained = self.drained.lock();
+        serde_json::to_string(&CancellationsDocument { drained: &drained })
+            .unwrap_or_else(|_| String::from("{\"drained\":[]}"))
+    }
+}
+
+/// The tracker's live tasks as a leakcheck Snapshot document.
+pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
+    serde_json::to_string(&tracker.snapshot())
+        .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+}
+
+/// A text task dump of the current runtime, or `None` when workers did not check in within [`DUMP_TIMEOUT`].
+#[cfg(all(
+    tokio_unstable,
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "s390x"
+    )
+))]
+pub async fn task_dump() -> Option<String> {
+    let dump = tokio::time::timeout(DUMP_TIMEOUT, tokio::runtime::Handle::current().dump())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    for task in dump.tasks().iter() {
+        let _ = writeln!(text, "task {}:\n{}\n", task.id(), task.trace());
+    }
+    Some(text)
+}
+
+/// Task dumps need `--cfg tokio_unstable` on Linux x86/x86_64/aarch64/s390x.
+#[cfg(not(all(
+    tokio_unstable,
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "s390x"
+    )
+)))]
+pub async fn task_dump() -> Option<String> {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "task dumps need --cfg tokio_unstable on Linux (x86, x86_64, aarch64, s390x)"
+    );
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cancellation_log_is_a_bounded_ring() {
+        let log = CancellationLog::default();
+        for n in 0..CANCELLATION_LOG_CAPACITY + 2 {
+            log.record(&format!("req-{n}"));
+        }
+        let document: serde_json::Value = serde_json::from_str(&log.to_json()).unwrap();
+        let drained = document["drained"].as_array().unwrap();
+        assert_eq!(drained.len(), CANCELLATION_LOG_CAPACITY);
+        assert_eq!(drained[0]["request_id"], "req-2");
+        assert!(drained[0]["drained_at_unix_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+    }
+}

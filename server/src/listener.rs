@@ -1,0 +1,223 @@
+//! Accept loops: the connection cap, the TLS handshake deadline, hyper's header-read
+//! deadline, per-connection graceful shutdown, and the drain that ends them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::bugs::Bug;
+use crate::config::Config;
+use crate::io::WriteDeadline;
+use crate::metrics::Metrics;
+use crate::routes::{AppService, ConnectionInfo};
+
+/// Largest request head (and read buffer) per connection; larger heads get 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// What a shed plain-HTTP connection is told before it is closed.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\n\r\n";
+
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Which protocol a listener speaks.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTP/1.1 over TLS.
+    Tls(TlsAcceptor),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Plain => "Plain",
+            Transport::Tls(_) => "Tls",
+        })
+    }
+}
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// The service, cloned per connection.
+    pub service: AppService,
+    /// Counters for /metrics.
+    pub metrics: Arc<Metrics>,
+    /// One permit per open connection (`--max-connections`).
+    pub slots: Arc<Semaphore>,
+    /// TLS handshake deadline; `None` with `no-tls-handshake-timeout`.
+    pub handshake_timeout: Option<Duration>,
+    /// First-byte/header-read deadline; `None` with `no-header-timeout`.
+    pub header_timeout: Option<Duration>,
+    /// Write deadline; `None` with `no-write-timeout`.
+    pub write_timeout: Option<Duration>,
+    /// How long connections get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionContext {
+    /// The connection settings from `config`, with seeded bugs applied.
+    pub fn new(config: &Config, service: AppService, metrics: Arc<Metrics>) -> Self {
+        let unless = |bug: Bug, value: Duration| (!config.has_bug(bug)).then_some(value);
+        ConnectionContext {
+            service,
+            metrics,
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            handshake_timeout: unless(Bug::NoTlsHandshakeTimeout, config.handshake_timeout),
+            header_timeout: unless(Bug::NoHeaderTimeout, config.header_timeout),
+            write_timeout: unless(Bug::NoWriteTimeout, config.write_timeout),
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, then gives open ones the shutdown grace to finish
+/// (hyper closes idle keep-alive connections at once) and cancels the rest.
+pub async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    context: Arc<ConnectionContext>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                context.metrics.connections_accepted.inc();
+                let Ok(slot) = Arc::clone(&context.slots).try_acquire_owned() else {
+                    shed(&stream, &transport);
+                    context.metrics.connections_shed.inc();
+                    continue;
+                };
+                connections.spawn(serve_connection(stream, peer, transport.clone(), Arc::clone(&context), shutdown.clone(), slot));
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + context.shutdown_grace;
+    let drained = timeout_at(deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "connections still open after the shutdown grace; cancelling them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Refuses a connection over the cap without waiting on the client.
+fn shed(stream: &TcpStream, transport: &Transport) {
+    if matches!(transport, Transport::Plain) {
+        // Best effort: a full socket buffer just means the client sees a plain close.
+        let _ = stream.try_write(SHED_RESPONSE);
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    context: Arc<ConnectionContext>,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _open = context.metrics.connections_open.hold();
+    let _ = stream.set_nodelay(true);
+    let stream = WriteDeadline::new(stream, context.write_timeout);
+    match transport {
+        Transport::Plain => serve_http(stream, peer, &context, &shutdown).await,
+        Transport::Tls(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            let handshake = async {
+                match context.handshake_timeout {
+                    Some(deadline) => timeout(deadline, handshake).await.unwrap_or_else(|_| {
+                        context.metrics.handshake_timeouts.inc();
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "handshake deadline exceeded",
+                        ))
+                    }),
+                    None => handshake.await,
+                }
+            };
+            let tls = tokio::select! {
+                tls = handshake => tls,
+                () = shutdown.cancelled() => return,
+            };
+            match tls {
+                Ok(tls) => serve_http(tls, peer, &context, &shutdown).await,
+                Err(error) => {
+                    context.metrics.handshake_failures.inc();
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the client leaves, a deadline cuts it, or shutdown completes it.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    context: &ConnectionContext,
+    shutdown: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        context
+            .service
+            .clone()
+            .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectionInfo { peer });
+                request
+            });
+    let mut builder = http1::Builder::new();
+    // With a timer, hyper's header-read deadline runs from connect (so it is also the
+    // first-byte deadline) and covers every idle keep-alive wait.
+    builder
+        .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD_BYTES)
+        .header_read_timeout(context.header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}

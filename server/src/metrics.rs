@@ -1,0 +1,296 @@
+//! Server counters, tokio-metrics runtime and per-route task metrics, rendered as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio_metrics::{RuntimeIntervals, RuntimeMonitor, TaskMonitor};
+
+use crate::routes::Route;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Open connections; decremented when the returned guard drops.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+/// Holds one unit of a [`Gauge`] until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl Gauge {
+    /// Adds one until the guard drops.
+    pub fn hold(&self) -> GaugeGuard<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(self)
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runtime totals accumulated from tokio-metrics' per-interval deltas.
+#[derive(Debug)]
+struct RuntimeTotals {
+    intervals: RuntimeIntervals,
+    polls: u64,
+    parks: u64,
+    steals: u64,
+    busy: Duration,
+}
+
+/// Everything /metrics reports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Connections accepted on either port.
+    pub connections_accepted: Counter,
+    /// Connections closed at accept because --max-connections was reached.
+    pub connections_shed: Counter,
+    /// Connections open now.
+    pub connections_open: Gauge,
+    /// TLS handshakes cut by the handshake deadline.
+    pub handshake_timeouts: Counter,
+    /// TLS handshakes that failed (garbage, wrong protocol).
+    pub handshake_failures: Counter,
+    /// /proxy requests answered 503 because no pool slot became free in time.
+    pub pool_rejections: Counter,
+    /// Upstream name resolutions cut by the DNS deadline.
+    pub dns_timeouts: Counter,
+    /// Per-request lease renewals (one per lease keeper tick).
+    pub lease_renewals: Counter,
+    /// Child tasks of a request that panicked and were answered with 500.
+    pub child_panics: Counter,
+    routes: Vec<TaskMonitor>,
+    runtime: Mutex<RuntimeTotals>,
+}
+
+impl Metrics {
+    /// Metrics for the runtime behind `handle`.
+    pub fn new(handle: &Handle) -> Self {
+        Metrics {
+            connections_accepted: Counter::default(),
+            connections_shed: Counter::default(),
+            connections_open: Gauge::default(),
+            handshake_timeouts: Counter::default(),
+            handshake_failures: Counter::default(),
+            pool_rejections: Counter::default(),
+            dns_timeouts: Counter::default(),
+            lease_renewals: Counter::default(),
+            child_panics: Counter::default(),
+            routes: Route::ALL.iter().map(|_| TaskMonitor::new()).collect(),
+            runtime: Mutex::new(RuntimeTotals {
+                intervals: RuntimeMonitor::new(handle).intervals(),
+                polls: 0,
+                parks: 0,
+                steals: 0,
+                busy: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The task monitor that instruments `route`'s handlers.
+    pub fn route(&self, route: Route) -> &TaskMonitor {
+        &self.routes[route as usize]
+    }
+
+    /// Prometheus text exposition; `tracked_live` is leakcheck's live task count when a tracker runs.
+    pub fn render(&self, tracked_live: Option<usize>) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |value: String| vec![(String::new(), value)];
+
+        metric(
+            "leakcheck_server_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            &one(self.connections_accepted.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_connections_shed_total",
+            "counter",
+            "Connections shed at the connection cap.",
+            &one(self.connections_shed.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_connections_open",
+            "gauge",
+            "Connections open now.",
+            &one(self.connections_open.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_tls_handshake_timeouts_total",
+            "counter",
+            "TLS handshakes cut by the deadline.",
+            &one(self.handshake_timeouts.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed.",
+            &one(self.handshake_failures.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_pool_rejections_total",
+            "counter",
+            "Upstream requests refused with 503 (pool exhausted).",
+            &one(self.pool_rejections.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_dns_timeouts_total",
+            "counter",
+            "Upstream lookups cut by the DNS deadline.",
+            &one(self.dns_timeouts.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_lease_renewals_total",
+            "counter",
+            "Per-request lease renewals.",
+            &one(self.lease_renewals.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_child_panics_total",
+            "counter",
+            "Request child tasks that panicked.",
+            &one(self.child_panics.get().to_string()),
+        );
+        if let Some(live) = tracked_live {
+            metric(
+                "leakcheck_live_tasks",
+                "gauge",
+                "Live tasks tracked by leakcheck.",
+                &one(live.to_string()),
+            );
+        }
+
+        {
+            let mut runtime = self.runtime.lock();
+            if let Some(interval) = runtime.intervals.next() {
+                runtime.polls += interval.total_polls_count;
+                runtime.parks += interval.total_park_count;
+                runtime.steals += interval.total_steal_count;
+                runtime.busy += interval.total_busy_duration;
+                metric(
+                    "tokio_workers",
+                    "gauge",
+                    "Runtime worker threads.",
+                    &one(interval.workers_count.to_string()),
+                );
+                metric(
+                    "tokio_alive_tasks",
+                    "gauge",
+                    "Tasks alive in the runtime.",
+                    &one(interval.live_tasks_count.to_string()),
+                );
+                metric(
+                    "tokio_global_queue_depth",
+                    "gauge",
+                    "Tasks in the global queue.",
+                    &one(interval.global_queue_depth.to_string()),
+                );
+            }
+            metric(
+                "tokio_worker_polls_total",
+                "counter",
+                "Task polls by all workers.",
+                &one(runtime.polls.to_string()),
+            );
+            metric(
+                "tokio_worker_parks_total",
+                "counter",
+                "Worker parks.",
+                &one(runtime.parks.to_string()),
+            );
+            metric(
+                "tokio_worker_steals_total",
+                "counter",
+                "Tasks stolen between workers.",
+                &one(runtime.steals.to_string()),
+            );
+            metric(
+                "tokio_worker_busy_seconds_total",
+                "counter",
+                "Time workers spent busy.",
+                &one(format!("{:.6}", runtime.busy.as_secs_f64())),
+            );
+        }
+
+        let per_route =
+            |value: &dyn Fn(&tokio_metrics::TaskMetrics) -> String| -> Vec<(String, String)> {
+                Route::ALL
+                    .iter()
+                    .map(|route| {
+                        (
+                            format!("{{route=\"{}\"}}", route.name()),
+                            value(&self.route(*route).cumulative()),
+                        )
+                    })
+                    .collect()
+            };
+        metric(
+            "tokio_route_tasks_instrumented_total",
+            "counter",
+            "Handler futures started, by route.",
+            &per_route(&|m| m.instrumented_count.to_string()),
+        );
+        metric(
+            "tokio_route_tasks_dropped_total",
+            "counter",
+            "Handler futures finished or dropped, by route.",
+            &per_route(&|m| m.dropped_count.to_string()),
+        );
+        metric(
+            "tokio_route_polls_total",
+            "counter",
+            "Handler polls, by route.",
+            &per_route(&|m| m.total_poll_count.to_string()),
+        );
+        metric(
+            "tokio_route_poll_seconds_total",
+            "counter",
+            "Time spent polling handlers, by route.",
+            &per_route(&|m| format!("{:.6}", m.total_poll_duration.as_secs_f64())),
+        );
+        metric(
+            "tokio_route_scheduled_seconds_total",
+            "counter",
+            "Time handlers waited to be polled after waking, by route.",
+            &per_route(&|m| format!("{:.6}", m.total_scheduled_duration.as_secs_f64())),
+        );
+        metric(
+            "tokio_route_idle_seconds_total",
+            "counter",
+            "Time handlers spent idle, by route.",
+            &per_route(&|m| format!("{:.6}", m.total_idle_duration.as_secs_f64())),
+        );
+        out
+    }
+}

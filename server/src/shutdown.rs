@@ -1,0 +1,64 @@
+//! Shutdown triggers (SIGTERM, Ctrl-C) and writing the leak report file.
+
+use std::io;
+use std::path::Path;
+
+/// Resolves on the first SIGTERM or Ctrl-C (SIGINT).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Writes `json` to `path` atomically: a temporary file beside it, then a rename.
+pub fn write_atomically(path: &Path, json: &str) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let mut temporary_name = file_name.to_owned();
+    temporary_name.push(format!(".tmp-{}", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    std::fs::write(&temporary, json)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_replaced_whole() {
+        let dir =
+            std::env::temp_dir().join(format!("leakcheck-server-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("report.json");
+        write_atomically(&path, "{\"old\":1}").unwrap();
+        write_atomically(&path, "{\"new\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"new\":2}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file is left behind"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,386 @@
+//! The /proxy upstream: name resolution through hickory (coalesced, with a deadline) and a
+//! bounded connection pool whose slots are acquired with a deadline (fast 503 instead of a queue).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+
+use crate::bugs::Bug;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Largest upstream response body relayed by /proxy.
+pub const MAX_UPSTREAM_BODY: usize = 1024 * 1024;
+
+/// What the resolver is told when `no-dns-timeout` is seeded: hickory needs some
+/// value, and a day is "never" for any client.
+const UNBOUNDED_DNS_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Why /proxy could not relay a response.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// No `--upstream` was given.
+    NotConfigured,
+    /// The name did not resolve within the DNS deadline.
+    DnsTimeout,
+    /// The resolver answered with an error or no address.
+    DnsFailed(String),
+    /// No pool slot became free within the acquire deadline.
+    PoolExhausted,
+    /// TCP connect or HTTP exchange with the upstream failed.
+    Exchange(String),
+}
+
+impl UpstreamError {
+    /// The status /proxy answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::NotConfigured
+            | UpstreamError::DnsFailed(_)
+            | UpstreamError::Exchange(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::DnsTimeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::NotConfigured => {
+                f.write_str("no upstream configured (start the server with --upstream URL)")
+            }
+            UpstreamError::DnsTimeout => f.write_str("upstream name resolution timed out"),
+            UpstreamError::DnsFailed(reason) => {
+                write!(f, "upstream name resolution failed: {reason}")
+            }
+            UpstreamError::PoolExhausted => f.write_str("upstream pool exhausted, try again later"),
+            UpstreamError::Exchange(reason) => write!(f, "upstream exchange failed: {reason}"),
+        }
+    }
+}
+
+/// An `--upstream` URL that cannot be used.
+#[derive(Debug)]
+pub struct BadUpstream(String);
+
+impl fmt::Display for BadUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadUpstream {}
+
+#[derive(Debug, Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    /// Path prefix from the URL, without a trailing slash.
+    base_path: String,
+    authority: String,
+}
+
+fn parse_target(url: &str) -> Result<Target, BadUpstream> {
+    let bad = |why: &str| {
+        BadUpstream(format!(
+            "--upstream `{url}` {why}; expected e.g. http://upstream.test:9000/"
+        ))
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("must use the http scheme"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(Target {
+        host,
+        port: authority.port_u16().unwrap_or(80),
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+        authority: authority.as_str().to_owned(),
+    })
+}
+
+/// A settled lookup as published to every request waiting on it.
+type LookupAnswer = Option<Result<IpAddr, UpstreamError>>;
+
+/// A pooled HTTP/1 connection; its driver task ends when this is dropped.
+struct PooledConnection {
+    sender: SendRequest<Empty<Bytes>>,
+    _driver: AbortOnDropHandle<()>,
+}
+
+/// Resolver, in-flight lookups and the connection pool for one upstream.
+pub struct Upstream {
+    target: Option<Target>,
+    resolver: Resolver<TokioConnectionProvider>,
+    /// Lookups in flight by host name, so concurrent requests share one.
+    lookups: Mutex<HashMap<String, watch::Receiver<LookupAnswer>>>,
+    lookup_tasks: TaskTracker,
+    dns_timeout: Option<Duration>,
+    slots: Arc<Semaphore>,
+    acquire_timeout: Option<Duration>,
+    idle: Mutex<Vec<PooledConnection>>,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("target", &self.target)
+            .field("idle", &self.idle.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the resolver and the (empty) pool from the configuration.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BadUpstream> {
+        let target = config.upstream.as_deref().map(parse_target).transpose()?;
+        let dns_timeout = (!config.has_bug(Bug::NoDnsTimeout)).then_some(config.dns_timeout);
+        let mut options = ResolverOpts::default();
+        options.timeout = dns_timeout.unwrap_or(UNBOUNDED_DNS_TIMEOUT);
+        options.attempts = 1;
+        options.ip_strategy = LookupIpStrategy::Ipv4Only;
+        let resolver_config = match config.dns_server {
+            Some(server) => {
+                // The given nameserver is the only source of truth, hosts file included.
+                options.use_hosts_file = ResolveHosts::Never;
+                let servers =
+                    NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+                ResolverConfig::from_parts(None, vec![], servers)
+            }
+            None => match hickory_resolver::system_conf::read_system_conf() {
+                Ok((system, _)) => system,
+                Err(error) => {
+                    tracing::warn!(%error, "no usable /etc/resolv.conf; /proxy names will not resolve (use --dns-server)");
+                    ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::new())
+                }
+            },
+        };
+        let resolver =
+            Resolver::builder_with_config(resolver_config, TokioConnectionProvider::default())
+                .with_options(options)
+                .build();
+        Ok(Upstream {
+            target,
+            resolver,
+            lookups: Mutex::new(HashMap::new()),
+            lookup_tasks: TaskTracker::new(),
+            dns_timeout,
+            slots: Arc::new(Semaphore::new(config.pool_size)),
+            acquire_timeout: (!config.has_bug(Bug::NoPoolAcquireTimeout))
+                .then_some(config.pool_acquire_timeout),
+            idle: Mutex::new(Vec::new()),
+            metrics,
+        })
+    }
+
+    /// GETs `path_and_query` (appended to the upstream URL's path) and returns status and body.
+    pub async fn get(
+        self: &Arc<Self>,
+        path_and_query: &str,
+    ) -> Result<(StatusCode, Bytes), UpstreamError> {
+        let target = self.target.as_ref().ok_or(UpstreamError::NotConfigured)?;
+        let _slot = self.acquire_slot().await?;
+        let mut connection = match self.take_idle() {
+            Some(connection) => connection,
+            None => self.dial(target).await?,
+        };
+        let request = Request::get(format!("{}{}", target.base_path, path_and_query))
+            .header(http::header::HOST, &target.authority)
+            .body(Empty::new())
+            .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
+        let exchange = async {
+            connection.sender.ready().await?;
+            let response = connection.sender.send_request(request).await?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_UPSTREAM_BODY)
+                .collect()
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body.to_bytes()))
+        };
+        let relayed = exchange
+            .await
+            .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
+        if !connection.sender.is_closed() {
+            self.idle.lock().push(connection);
+        }
+        Ok(relayed)
+    }
+
+    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        let acquire = self.slots.clone().acquire_owned();
+        let permit = match self.acquire_timeout {
+            Some(deadline) => timeout(deadline, acquire).await.map_err(|_| {
+                self.metrics.pool_rejections.inc();
+                UpstreamError::PoolExhausted
+            })?,
+            None => acquire.await,
+        };
+        permit.map_err(|_| UpstreamError::PoolExhausted)
+    }
+
+    fn take_idle(&self) -> Option<PooledConnection> {
+        let mut idle = self.idle.lock();
+        while let Some(connection) = idle.pop() {
+            if !connection.sender.is_closed() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    async fn dial(self: &Arc<Self>, target: &Target) -> Result<PooledConnection, UpstreamError> {
+        let ip = match target.host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => self.resolve(&target.host).await?,
+        };
+        let stream = TcpStream::connect(SocketAddr::new(ip, target.port))
+            .await
+            .map_err(|error| {
+                UpstreamError::Exchange(format!("connect to {ip}:{}: {error}", target.port))
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(PooledConnection {
+            sender,
+            _driver: AbortOnDropHandle::new(driver),
+        })
+    }
+
+    /// Resolves `host`, sharing one lookup task among concurrent requests for the same name.
+    async fn resolve(self: &Arc<Self>, host: &str) -> Result<IpAddr, UpstreamError> {
+        let mut answer = self
+            .lookups
+            .lock()
+            .get(host)
+            .cloned()
+            .unwrap_or_else(|| self.start_lookup(host));
+        let settled = answer.wait_for(Option::is_some);
+        let settled = match self.dns_timeout {
+            Some(deadline) => timeout(deadline, settled).await.map_err(|_| {
+                self.metrics.dns_timeouts.inc();
+                UpstreamError::DnsTimeout
+            })?,
+            None => settled.await,
+        };
+        let answer = settled.map_err(|_| {
+            UpstreamError::DnsFailed("lookup task ended without an answer".to_owned())
+        })?;
+        match answer.as_ref() {
+            Some(Ok(ip)) => Ok(*ip),
+            Some(Err(UpstreamError::DnsTimeout)) => Err(UpstreamError::DnsTimeout),
+            Some(Err(UpstreamError::DnsFailed(reason))) => {
+                Err(UpstreamError::DnsFailed(reason.clone()))
+            }
+            Some(Err(other)) => Err(UpstreamError::DnsFailed(other.to_string())),
+            None => unreachable!("wait_for returned an unsettled answer"),
+        }
+    }
+
+    fn start_lookup(self: &Arc<Self>, host: &str) -> watch::Receiver<LookupAnswer> {
+        let (publish, answer) = watch::channel(None);
+        self.lookups.lock().insert(host.to_owned(), answer.clone());
+        let this = Arc::clone(self);
+        let host = host.to_owned();
+        // Runs to completion even when its first requester gives up, so the others still get the answer;
+        // its deadline is what bounds it.
+        tokio::spawn(self.lookup_tasks.track_future(async move {
+            let lookup = this.resolver.lookup_ip(host.as_str());
+            let result = match this.dns_timeout {
+                Some(deadline) => timeout(deadline, lookup)
+                    .await
+                    .map_err(|_| UpstreamError::DnsTimeout),
+                None => Ok(lookup.await),
+            };
+            let answer = match result {
+                Ok(Ok(found)) => found
+                    .iter()
+                    .next()
+                    .ok_or_else(|| UpstreamError::DnsFailed(format!("no address for {host}"))),
+                Ok(Err(error)) if error.is_no_records_found() => {
+                    Err(UpstreamError::DnsFailed(format!("no address for {host}")))
+                }
+                Ok(Err(error)) => Err(UpstreamError::DnsFailed(error.to_string())),
+                Err(timed_out) => Err(timed_out),
+            };
+            this.lookups.lock().remove(&host);
+            publish.send_replace(Some(answer));
+        }));
+        answer
+    }
+
+    /// Waits (until `deadline`) for in-flight lookups, then closes idle pooled connections.
+    pub async fn drain(&self, deadline: Instant) {
+        self.lookup_tasks.close();
+        if timeout_at(deadline, self.lookup_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.lookup_tasks.len(),
+                "DNS lookups still running after the shutdown grace"
+            );
+        }
+        self.idle.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        let target = parse_target("http://upstream.test:9000/api/").unwrap();
+        assert_eq!(
+            (target.host.as_str(), target.port, target.base_path.as_str()),
+            ("upstream.test", 9000, "/api")
+        );
+        assert_eq!(target.authority, "upstream.test:9000");
+        assert_eq!(parse_target("http://127.0.0.1").unwrap().port, 80);
+        assert!(
+            parse_target("https://x.test/")
+                .unwrap_err()
+                .to_string()
+                .contains("http scheme")
+        );
+        assert!(
+            parse_target("not a url")
+                .unwrap_err()
+                .to_string()
+                .contains("--upstream")
+        );
+    }
+}
