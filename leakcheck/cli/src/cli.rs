@@ -99,9 +99,13 @@ pub enum Command {
 
 /// Parses `250ms`, `10s` or `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("expected a duration like 10s or 500ms, got {text:?}"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 10s or 500ms, got {text:?}"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),

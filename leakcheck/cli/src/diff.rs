@@ -142,7 +142,11 @@ pub fn diff(before: (&Path, &Document), after: (&Path, &Document)) -> Result<Dif
             spawned_in,
         })
         .collect();
-    sites.sort_by(|a, b| a.change.cmp(&b.change).then(b.delta.abs().cmp(&a.delta.abs())));
+    sites.sort_by(|a, b| {
+        a.change
+            .cmp(&b.change)
+            .then(b.delta.abs().cmp(&a.delta.abs()))
+    });
     Ok(Diff {
         schema_version: SCHEMA_VERSION,
         kind: KIND_DIFF,
@@ -158,23 +162,40 @@ fn side<'d>(path: &Path, document: &'d Document) -> (Side, &'d [SiteGroup], &'d 
         Document::Report(r) => (r.leaked, r.created_at_unix_ms, &r.sites, &r.stacks),
         Document::Snapshot(s) => (s.live, s.captured_at_unix_ms, &s.sites, &s.stacks),
     };
-    (Side { path: path.to_owned(), tasks, at_unix_ms }, sites, stacks)
+    (
+        Side {
+            path: path.to_owned(),
+            tasks,
+            at_unix_ms,
+        },
+        sites,
+        stacks,
+    )
 }
 
 fn spawned_in(group: &SiteGroup, stacks: &[Stack]) -> Option<String> {
-    let stack = group.tasks.iter().find_map(|t| t.stack.and_then(|i| stacks.get(i)))?;
+    let stack = group
+        .tasks
+        .iter()
+        .find_map(|t| t.stack.and_then(|i| stacks.get(i)))?;
     stack.frames.first().map(|frame| frame.function.clone())
 }
 
 /// Whether any site grew or appeared.
 pub fn has_growth(diff: &Diff) -> bool {
-    diff.sites.iter().any(|s| matches!(s.change, Change::Appeared | Change::Grew))
+    diff.sites
+        .iter()
+        .any(|s| matches!(s.change, Change::Appeared | Change::Grew))
 }
 
 /// The comparison as a table; unchanged sites only with `all`.
 pub fn render_text(diff: &Diff, all: bool) -> String {
     let mut out = String::new();
-    let noun = if diff.compared == KIND_SNAPSHOT { "live" } else { "leaked" };
+    let noun = if diff.compared == KIND_SNAPSHOT {
+        "live"
+    } else {
+        "leaked"
+    };
     let total = diff.after.tasks as i64 - diff.before.tasks as i64;
     let _ = write!(
         out,
@@ -186,12 +207,23 @@ pub fn render_text(diff: &Diff, all: bool) -> String {
         if total.abs() == 1 { "task" } else { "tasks" },
     );
     if diff.after.at_unix_ms >= diff.before.at_unix_ms && diff.compared == KIND_SNAPSHOT {
-        let _ = write!(out, " in {}", text::age(diff.after.at_unix_ms - diff.before.at_unix_ms));
+        let _ = write!(
+            out,
+            " in {}",
+            text::age(diff.after.at_unix_ms - diff.before.at_unix_ms)
+        );
     }
     out.push('\n');
-    let shown: Vec<&SiteDelta> =
-        diff.sites.iter().filter(|s| all || s.change != Change::Unchanged).collect();
-    let unchanged = diff.sites.iter().filter(|s| s.change == Change::Unchanged).count();
+    let shown: Vec<&SiteDelta> = diff
+        .sites
+        .iter()
+        .filter(|s| all || s.change != Change::Unchanged)
+        .collect();
+    let unchanged = diff
+        .sites
+        .iter()
+        .filter(|s| s.change == Change::Unchanged)
+        .count();
     if shown.is_empty() {
         out.push_str("no spawn site changed\n");
     } else {
@@ -224,7 +256,11 @@ pub fn render_text(diff: &Diff, all: bool) -> String {
         ));
     }
     if !all && unchanged > 0 {
-        let _ = writeln!(out, "\n{} unchanged (--all lists them)", text::count(unchanged, "site"));
+        let _ = writeln!(
+            out,
+            "\n{} unchanged (--all lists them)",
+            text::count(unchanged, "site")
+        );
     }
     out
 }

@@ -109,7 +109,10 @@ pub fn load(path: &Path) -> Result<Document, CliError> {
     if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
         return Err(CliError::input(
             path,
-            format!("larger than the {} MiB limit for a leakcheck document", MAX_DOCUMENT_BYTES >> 20),
+            format!(
+                "larger than the {} MiB limit for a leakcheck document",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
         ));
     }
     parse(&bytes).map_err(|problem| CliError::input(path, problem))
@@ -126,7 +129,9 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
         )
     })?;
     if let Some(offset) = text.find('\0') {
-        return Err(format!("binary data, not a JSON leakcheck document (NUL byte at byte {offset})"));
+        return Err(format!(
+            "binary data, not a JSON leakcheck document (NUL byte at byte {offset})"
+        ));
     }
     if text.trim().is_empty() {
         return Err("empty file, expected a JSON leakcheck report or snapshot".to_owned());
@@ -146,8 +151,12 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
         ));
     };
     let version = match fields.get("schema_version") {
-        None => return Err("no `schema_version` field: not a leakcheck report or snapshot".to_owned()),
-        Some(v) => v.as_u64().ok_or_else(|| format!("`schema_version` must be a whole number, found {v}"))?,
+        None => {
+            return Err("no `schema_version` field: not a leakcheck report or snapshot".to_owned());
+        }
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("`schema_version` must be a whole number, found {v}"))?,
     };
     if version != u64::from(SCHEMA_VERSION) {
         return Err(format!(
@@ -161,8 +170,12 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
     };
     let schema_error = |e: serde_json::Error| format!("does not match the {kind} schema: {e}");
     match kind.as_str() {
-        KIND_LEAK_REPORT => serde_json::from_value(value).map(Document::Report).map_err(schema_error),
-        KIND_SNAPSHOT => serde_json::from_value(value).map(Document::Snapshot).map_err(schema_error),
+        KIND_LEAK_REPORT => serde_json::from_value(value)
+            .map(Document::Report)
+            .map_err(schema_error),
+        KIND_SNAPSHOT => serde_json::from_value(value)
+            .map(Document::Snapshot)
+            .map_err(schema_error),
         _ => Err(format!(
             "unknown kind {kind:?}: expected {KIND_LEAK_REPORT:?} or {KIND_SNAPSHOT:?}"
         )),

@@ -39,7 +39,10 @@ pub enum CliError {
 impl CliError {
     /// Shorthand for [`CliError::Input`].
     pub fn input(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        CliError::Input { path: path.into(), problem: problem.into() }
+        CliError::Input {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 
     /// The process exit code for this error (see [`crate::exit`]).

@@ -43,7 +43,10 @@ pub fn fold<'d>(documents: impl IntoIterator<Item = &'d Document>) -> Folded {
     }
     Folded {
         tasks: stacks.values().sum(),
-        lines: stacks.into_iter().map(|(stack, count)| format!("{stack} {count}")).collect(),
+        lines: stacks
+            .into_iter()
+            .map(|(stack, count)| format!("{stack} {count}"))
+            .collect(),
     }
 }
 
@@ -84,7 +87,11 @@ pub fn render_svg(folded: &Folded, title: &str, inputs: usize) -> std::io::Resul
     }
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_owned();
-    options.subtitle = Some(format!("{} from {}", text::count(folded.tasks, "task"), text::count(inputs, "input")));
+    options.subtitle = Some(format!(
+        "{} from {}",
+        text::count(folded.tasks, "task"),
+        text::count(inputs, "input")
+    ));
     options.count_name = "tasks".to_owned();
     options.name_type = "Frame:".to_owned();
     // Colour by name, so the same input always gives the same picture.
@@ -92,7 +99,11 @@ pub fn render_svg(folded: &Folded, title: &str, inputs: usize) -> std::io::Resul
     // Narrow frames keep the function name and lose the file position.
     options.text_truncate_direction = inferno::flamegraph::TextTruncateDirection::Right;
     let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut options, folded.lines.iter().map(String::as_str), &mut svg)?;
+    inferno::flamegraph::from_lines(
+        &mut options,
+        folded.lines.iter().map(String::as_str),
+        &mut svg,
+    )?;
     Ok(svg)
 }
 
@@ -131,17 +142,27 @@ mod tests {
     #[test]
     fn semicolons_in_names_do_not_split_frames() {
         let folded = fold(&[fixture("hostile/markup_in_names.json")]);
-        assert_eq!(folded.lines, ["<&str as evil::Trait<[u8, 4]>>::run at src/<b>evil</b>.rs:1 1"]);
+        assert_eq!(
+            folded.lines,
+            ["<&str as evil::Trait<[u8, 4]>>::run at src/<b>evil</b>.rs:1 1"]
+        );
     }
 
     #[test]
     fn unlisted_tasks_count_at_their_site() {
-        let Document::Report(mut report) = fixture("reports/server__tests__pool_idle_reaper.json") else {
+        let Document::Report(mut report) = fixture("reports/server__tests__pool_idle_reaper.json")
+        else {
             unreachable!("the fixture is a report")
         };
         report.sites[0].count = 5;
         let folded = fold(&[Document::Report(report)]);
         assert_eq!(folded.tasks, 5);
-        assert!(folded.lines.contains(&"spawn at server/src/pool.rs:41:9 4".to_owned()), "{:?}", folded.lines);
+        assert!(
+            folded
+                .lines
+                .contains(&"spawn at server/src/pool.rs:41:9 4".to_owned()),
+            "{:?}",
+            folded.lines
+        );
     }
 }

@@ -37,7 +37,10 @@ pub fn escape(text: &str) -> String {
 /// The page. `svg` is a complete SVG document (its XML prolog is dropped).
 pub fn render(summary: &Summary, svg: &str, reports: &[LoadedReport]) -> String {
     let headline = if summary.leaked == 0 {
-        format!("No leaked tasks in {}", text::count(summary.reports, "report"))
+        format!(
+            "No leaked tasks in {}",
+            text::count(summary.reports, "report")
+        )
     } else {
         format!(
             "{} leaked in {} of {}, from {}",
@@ -125,10 +128,19 @@ fn site_details(page: &mut String, summary: &Summary) {
         }
         page.push_str("</p>\n");
         if !site.labels.is_empty() {
-            let _ = writeln!(page, "<p>Labels: <code>{}</code></p>", escape(&site.labels.join(", ")));
+            let _ = writeln!(
+                page,
+                "<p>Labels: <code>{}</code></p>",
+                escape(&site.labels.join(", "))
+            );
         }
         if let Some(r) = &site.representative {
-            let _ = write!(page, "<p>Spawn backtrace of task {} in <code>{}</code>:</p>\n<pre>", r.task_id, escape(&r.test));
+            let _ = write!(
+                page,
+                "<p>Spawn backtrace of task {} in <code>{}</code>:</p>\n<pre>",
+                r.task_id,
+                escape(&r.test)
+            );
             for (i, frame) in r.frames.iter().enumerate() {
                 let _ = writeln!(page, "{i}: {}", escape(&frame.to_string()));
             }
@@ -144,6 +156,9 @@ mod tests {
 
     #[test]
     fn escape_covers_markup_and_quotes() {
-        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

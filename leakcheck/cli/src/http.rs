@@ -36,12 +36,18 @@ impl HttpUrl {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, ""),
         };
-        let path = if path.is_empty() || path == "/" { DEBUG_TASKS_PATH } else { path };
+        let path = if path.is_empty() || path == "/" {
+            DEBUG_TASKS_PATH
+        } else {
+            path
+        };
         if authority.contains('@') {
             return Err("credentials in the URL are not supported".to_owned());
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed.split_once(']').ok_or("unclosed '[' in the host")?;
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or("unclosed '[' in the host")?;
             (host, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -56,7 +62,11 @@ impl HttpUrl {
             None => 80,
             Some(port) => port.parse().map_err(|_| format!("invalid port {port:?}"))?,
         };
-        Ok(HttpUrl { host: host.to_owned(), port, path: path.to_owned() })
+        Ok(HttpUrl {
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -65,31 +75,57 @@ impl HttpUrl {
 pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
     let mut stream = connect(url, timeout)?;
-    let host_header = if url.host.contains(':') { format!("[{}]:{}", url.host, url.port) } else { format!("{}:{}", url.host, url.port) };
+    let host_header = if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\nUser-Agent: leakcheck/{}\r\nConnection: close\r\n\r\n",
         url.path,
         env!("CARGO_PKG_VERSION")
     );
-    stream.set_write_timeout(Some(timeout)).map_err(|e| format!("cannot set a timeout: {e}"))?;
-    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the request: {e}"))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| format!("cannot set a timeout: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
 
     let mut received = Vec::new();
     let mut head: Option<Head> = None;
     let mut chunk = vec![0; 64 * 1024];
     loop {
-        if let Some(body) = head.as_ref().map(|h| h.complete_body(&received)).transpose()?.flatten() {
+        if let Some(body) = head
+            .as_ref()
+            .map(|h| h.complete_body(&received))
+            .transpose()?
+            .flatten()
+        {
             return Ok(body);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(format!("no complete answer within {} ms", timeout.as_millis()));
+            return Err(format!(
+                "no complete answer within {} ms",
+                timeout.as_millis()
+            ));
         }
-        stream.set_read_timeout(Some(remaining)).map_err(|e| format!("cannot set a timeout: {e}"))?;
+        stream
+            .set_read_timeout(Some(remaining))
+            .map_err(|e| format!("cannot set a timeout: {e}"))?;
         let read = match stream.read(&mut chunk) {
             Ok(read) => read,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err(format!("no complete answer within {} ms", timeout.as_millis()));
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "no complete answer within {} ms",
+                    timeout.as_millis()
+                ));
             }
             Err(e) => return Err(format!("connection failed while reading: {e}")),
         };
@@ -99,9 +135,16 @@ pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Vec<u8>, String> {
         }
         received.extend_from_slice(&chunk[..read]);
         if received.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("answer larger than the {} MiB limit", MAX_RESPONSE_BYTES >> 20));
+            return Err(format!(
+                "answer larger than the {} MiB limit",
+                MAX_RESPONSE_BYTES >> 20
+            ));
         }
-        let head_end = if head.is_none() { find(&received, b"\r\n\r\n") } else { None };
+        let head_end = if head.is_none() {
+            find(&received, b"\r\n\r\n")
+        } else {
+            None
+        };
         if let Some(end) = head_end {
             head = Some(Head::parse(&received[..end])?);
             received.drain(..end + 4);
@@ -117,7 +160,11 @@ fn connect(url: &HttpUrl, timeout: Duration) -> Result<TcpStream, String> {
     for address in addresses {
         match TcpStream::connect_timeout(&address, timeout) {
             Ok(stream) => return Ok(stream),
-            Err(e) => last_error = Some(format!("cannot connect to {address}: {e} (is the server running?)")),
+            Err(e) => {
+                last_error = Some(format!(
+                    "cannot connect to {address}: {e} (is the server running?)"
+                ))
+            }
         }
     }
     Err(last_error.unwrap_or_else(|| format!("{} resolves to no address", url.host)))
@@ -142,21 +189,37 @@ impl Head {
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
-        let (version, status) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let (version, status) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
         if !version.starts_with("HTTP/1.") {
             return Err(format!("not an HTTP/1.x answer: {status_line:?}"));
         }
         if status != "200" {
-            return Err(format!("the server answered {:?}, expected 200 (is this the server's {DEBUG_TASKS_PATH}?)", status_line));
+            return Err(format!(
+                "the server answered {:?}, expected 200 (is this the server's {DEBUG_TASKS_PATH}?)",
+                status_line
+            ));
         }
         let mut framing = Framing::UntilClose;
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
+            if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.eq_ignore_ascii_case("chunked")
+            {
                 framing = Framing::Chunked;
-            } else if name.eq_ignore_ascii_case("content-length") && !matches!(framing, Framing::Chunked) {
-                framing = Framing::Length(value.parse().map_err(|_| format!("invalid Content-Length {value:?}"))?);
+            } else if name.eq_ignore_ascii_case("content-length")
+                && !matches!(framing, Framing::Chunked)
+            {
+                framing = Framing::Length(
+                    value
+                        .parse()
+                        .map_err(|_| format!("invalid Content-Length {value:?}"))?,
+                );
             }
         }
         Ok(Head { framing })
@@ -165,7 +228,9 @@ impl Head {
     /// The body if `received` holds all of it.
     fn complete_body(&self, received: &[u8]) -> Result<Option<Vec<u8>>, String> {
         match self.framing {
-            Framing::Length(length) if received.len() >= length => Ok(Some(received[..length].to_vec())),
+            Framing::Length(length) if received.len() >= length => {
+                Ok(Some(received[..length].to_vec()))
+            }
             // Only try to decode once the terminating chunk may be there.
             Framing::Chunked if received.ends_with(b"0\r\n\r\n") => decode_chunked(received),
             _ => Ok(None),
@@ -179,8 +244,9 @@ impl Head {
                 "the server closed the connection after {} of {length} body bytes",
                 received.len()
             )),
-            Framing::Chunked => decode_chunked(received)?
-                .ok_or_else(|| "the server closed the connection in the middle of a chunked body".to_owned()),
+            Framing::Chunked => decode_chunked(received)?.ok_or_else(|| {
+                "the server closed the connection in the middle of a chunked body".to_owned()
+            }),
         }
     }
 }
@@ -189,10 +255,13 @@ impl Head {
 fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut body = Vec::new();
     loop {
-        let Some(line_end) = find(data, b"\r\n") else { return Ok(None) };
+        let Some(line_end) = find(data, b"\r\n") else {
+            return Ok(None);
+        };
         let size_text = String::from_utf8_lossy(&data[..line_end]);
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("invalid chunk size {size_text:?}"))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("invalid chunk size {size_text:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(Some(body));
@@ -206,7 +275,9 @@ fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 #[cfg(test)]
@@ -216,21 +287,44 @@ mod tests {
     #[test]
     fn urls_default_to_port_80_and_the_debug_tasks_path() {
         let url = HttpUrl::parse("http://localhost").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("localhost", 80, DEBUG_TASKS_PATH));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("localhost", 80, DEBUG_TASKS_PATH)
+        );
         let url = HttpUrl::parse("http://[::1]:9000/debug/tasks?x=1").unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("::1", 9000, "/debug/tasks?x=1"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("::1", 9000, "/debug/tasks?x=1")
+        );
     }
 
     #[test]
     fn urls_without_http_are_refused_with_a_reason() {
-        assert!(HttpUrl::parse("https://127.0.0.1/").unwrap_err().contains("https is not supported"));
-        assert!(HttpUrl::parse("127.0.0.1:8080").unwrap_err().contains("expected a URL"));
-        assert!(HttpUrl::parse("http://127.0.0.1:http/").unwrap_err().contains("invalid port"));
+        assert!(
+            HttpUrl::parse("https://127.0.0.1/")
+                .unwrap_err()
+                .contains("https is not supported")
+        );
+        assert!(
+            HttpUrl::parse("127.0.0.1:8080")
+                .unwrap_err()
+                .contains("expected a URL")
+        );
+        assert!(
+            HttpUrl::parse("http://127.0.0.1:http/")
+                .unwrap_err()
+                .contains("invalid port")
+        );
     }
 
     #[test]
     fn chunked_bodies_decode_and_report_incompleteness() {
-        assert_eq!(decode_chunked(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap().unwrap(), b"abcde");
+        assert_eq!(
+            decode_chunked(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
+                .unwrap()
+                .unwrap(),
+            b"abcde"
+        );
         assert_eq!(decode_chunked(b"3\r\nab").unwrap(), None);
         assert!(decode_chunked(b"zz\r\n").is_err());
     }

@@ -54,45 +54,107 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<u8, CliError> {
     match command {
-        Command::Summary { inputs, json, fail_on_leaks } => {
+        Command::Summary {
+            inputs,
+            json,
+            fail_on_leaks,
+        } => {
             let reports = document::load_reports(&inputs, "summary")?;
             let summary = summary::summarize(&reports);
-            let rendered = if json { to_json(&summary) } else { summary::render_text(&summary) };
+            let rendered = if json {
+                to_json(&summary)
+            } else {
+                summary::render_text(&summary)
+            };
             output::write_stdout(rendered.as_bytes())?;
-            Ok(if fail_on_leaks && summary::has_leaks(&summary) { exit::LEAKS_FOUND } else { exit::OK })
+            Ok(if fail_on_leaks && summary::has_leaks(&summary) {
+                exit::LEAKS_FOUND
+            } else {
+                exit::OK
+            })
         }
-        Command::Diff { before, after, json, all, fail_on_growth } => {
+        Command::Diff {
+            before,
+            after,
+            json,
+            all,
+            fail_on_growth,
+        } => {
             let before_doc = document::load(&before)?;
             let after_doc = document::load(&after)?;
             let diff = diff::diff((&before, &before_doc), (&after, &after_doc))?;
-            let rendered = if json { to_json(&diff) } else { diff::render_text(&diff, all) };
+            let rendered = if json {
+                to_json(&diff)
+            } else {
+                diff::render_text(&diff, all)
+            };
             output::write_stdout(rendered.as_bytes())?;
-            Ok(if fail_on_growth && diff::has_growth(&diff) { exit::LEAKS_FOUND } else { exit::OK })
+            Ok(if fail_on_growth && diff::has_growth(&diff) {
+                exit::LEAKS_FOUND
+            } else {
+                exit::OK
+            })
         }
-        Command::Flamegraph { inputs, output, title } => {
+        Command::Flamegraph {
+            inputs,
+            output,
+            title,
+        } => {
             let files = document::expand_inputs(&inputs)?;
-            let documents = files.iter().map(|f| document::load(f)).collect::<Result<Vec<_>, _>>()?;
+            let documents = files
+                .iter()
+                .map(|f| document::load(f))
+                .collect::<Result<Vec<_>, _>>()?;
             let folded = flamegraph::fold(&documents);
-            let svg = flamegraph::render_svg(&folded, &title, documents.len())
-                .map_err(|source| CliError::Output { path: output.clone(), source })?;
+            let svg =
+                flamegraph::render_svg(&folded, &title, documents.len()).map_err(|source| {
+                    CliError::Output {
+                        path: output.clone(),
+                        source,
+                    }
+                })?;
             output::write(&output, &svg)?;
-            announce(&output, &format!("{} in {}", text::count(folded.tasks, "task"), text::count(folded.lines.len(), "backtrace")));
+            announce(
+                &output,
+                &format!(
+                    "{} in {}",
+                    text::count(folded.tasks, "task"),
+                    text::count(folded.lines.len(), "backtrace")
+                ),
+            );
             Ok(exit::OK)
         }
         Command::Html { inputs, output } => {
             let reports = document::load_reports(&inputs, "html")?;
             let summary = summary::summarize(&reports);
-            let documents: Vec<document::Document> =
-                reports.iter().map(|r| document::Document::Report(r.report.clone())).collect();
+            let documents: Vec<document::Document> = reports
+                .iter()
+                .map(|r| document::Document::Report(r.report.clone()))
+                .collect();
             let folded = flamegraph::fold(&documents);
-            let svg = flamegraph::render_svg(&folded, "Leaked tasks by spawn backtrace", reports.len())
-                .map_err(|source| CliError::Output { path: output.clone(), source })?;
+            let svg =
+                flamegraph::render_svg(&folded, "Leaked tasks by spawn backtrace", reports.len())
+                    .map_err(|source| CliError::Output {
+                    path: output.clone(),
+                    source,
+                })?;
             let page = html::render(&summary, &String::from_utf8_lossy(&svg), &reports);
             output::write(&output, page.as_bytes())?;
-            announce(&output, &format!("{} from {}", text::count(summary.leaked, "leaked task"), text::count(reports.len(), "report")));
+            announce(
+                &output,
+                &format!(
+                    "{} from {}",
+                    text::count(summary.leaked, "leaked task"),
+                    text::count(reports.len(), "report")
+                ),
+            );
             Ok(exit::OK)
         }
-        Command::Snapshot { url, output, timeout } => {
+        Command::Snapshot {
+            url,
+            output,
+            timeout,
+        } => {
             let path = fetch::run(&url, output, timeout)?;
             announce(&path, "snapshot saved");
             Ok(exit::OK)

@@ -15,16 +15,20 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     if path.as_os_str() == STDOUT {
         return write_stdout(bytes);
     }
-    write_atomically(path, bytes).map_err(|source| CliError::Output { path: path.to_owned(), source })
+    write_atomically(path, bytes).map_err(|source| CliError::Output {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Prints to standard output; a closed pipe (`| head`) is not an error.
 pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut stdout = io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(CliError::Output { path: PathBuf::from("<stdout>"), source: e })
-        }
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Output {
+            path: PathBuf::from("<stdout>"),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }
@@ -44,9 +48,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         ));
     }
     // Hidden, so `leakcheck summary <dir>` never reads a temporary file.
-    let temporary = directory.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let temporary = directory.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, path)

@@ -107,10 +107,19 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
                 if let Some(label) = &task.label {
                     acc.labels.insert(label.clone());
                 }
-                let Some(stack) = task.stack.and_then(|i| report.stacks.get(i)) else { continue };
-                if acc.representative.as_ref().is_none_or(|(age, _)| task.age_ms > *age) {
-                    let representative =
-                        Representative { test: report.test.clone(), task_id: task.id, frames: stack.frames.clone() };
+                let Some(stack) = task.stack.and_then(|i| report.stacks.get(i)) else {
+                    continue;
+                };
+                if acc
+                    .representative
+                    .as_ref()
+                    .is_none_or(|(age, _)| task.age_ms > *age)
+                {
+                    let representative = Representative {
+                        test: report.test.clone(),
+                        task_id: task.id,
+                        frames: stack.frames.clone(),
+                    };
                     acc.representative = Some((task.age_ms, representative));
                 }
             }
@@ -128,7 +137,11 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
         })
         .collect();
     // Worst first; the map already ordered equal sites by location.
-    sites.sort_by(|a, b| b.tasks.cmp(&a.tasks).then(b.tests.len().cmp(&a.tests.len())));
+    sites.sort_by(|a, b| {
+        b.tasks
+            .cmp(&a.tasks)
+            .then(b.tests.len().cmp(&a.tests.len()))
+    });
     Summary {
         schema_version: SCHEMA_VERSION,
         kind: KIND_SUMMARY,
@@ -136,8 +149,10 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
         reports_with_leaks: reports.iter().filter(|r| r.report.leaked > 0).count(),
         leaked: reports.iter().map(|r| r.report.leaked).sum(),
         sites,
-        degraded: (degraded_tasks > 0)
-            .then(|| DegradedSummary { tasks: degraded_tasks, tests: degraded_tests.into_iter().collect() }),
+        degraded: (degraded_tasks > 0).then(|| DegradedSummary {
+            tasks: degraded_tasks,
+            tests: degraded_tests.into_iter().collect(),
+        }),
     }
 }
 
@@ -150,7 +165,11 @@ pub fn has_leaks(summary: &Summary) -> bool {
 pub fn render_text(summary: &Summary) -> String {
     let mut out = String::new();
     if summary.leaked == 0 {
-        let _ = writeln!(out, "leakcheck: no leaked tasks in {}", text::count(summary.reports, "report"));
+        let _ = writeln!(
+            out,
+            "leakcheck: no leaked tasks in {}",
+            text::count(summary.reports, "report")
+        );
         return out;
     }
     let _ = writeln!(
@@ -176,7 +195,12 @@ pub fn render_text(summary: &Summary) -> String {
             })
             .collect();
         out.push_str(&text::table(
-            &[("TASKS", Align::Right), ("TESTS", Align::Right), ("OLDEST", Align::Right), ("SPAWN SITE", Align::Left)],
+            &[
+                ("TASKS", Align::Right),
+                ("TESTS", Align::Right),
+                ("OLDEST", Align::Right),
+                ("SPAWN SITE", Align::Left),
+            ],
             &rows,
         ));
     }
@@ -216,12 +240,19 @@ fn render_site(out: &mut String, site: &SiteSummary) {
                 let _ = writeln!(out, "    {i}: {frame}");
             }
         }
-        None => out.push_str("  no spawn backtrace recorded (LEAKCHECK_BACKTRACE=full records one)\n"),
+        None => {
+            out.push_str("  no spawn backtrace recorded (LEAKCHECK_BACKTRACE=full records one)\n")
+        }
     }
 }
 
 fn list_names(names: &[String]) -> String {
-    let shown = names.iter().take(TESTS_LISTED).cloned().collect::<Vec<_>>().join(", ");
+    let shown = names
+        .iter()
+        .take(TESTS_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     match names.len().saturating_sub(TESTS_LISTED) {
         0 => shown,
         more => format!("{shown} and {more} more"),

@@ -2,7 +2,11 @@
 
 /// `1 task`, `3 tasks`.
 pub fn count(n: usize, singular: &str) -> String {
-    if n == 1 { format!("1 {singular}") } else { format!("{n} {singular}s") }
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {singular}s")
+    }
 }
 
 /// A task age for people: `310 ms`, `4.2 s`, `12 min 5 s`.
@@ -26,13 +30,19 @@ pub enum Align {
 /// Renders rows under a header, each column as wide as its widest cell,
 /// indented by two spaces; the last column is never padded.
 pub fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|(title, _)| title.chars().count()).collect();
+    let mut widths: Vec<usize> = header
+        .iter()
+        .map(|(title, _)| title.chars().count())
+        .collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let titles: Vec<String> = header.iter().map(|(title, _)| (*title).to_owned()).collect();
+    let titles: Vec<String> = header
+        .iter()
+        .map(|(title, _)| (*title).to_owned())
+        .collect();
     let mut out = String::new();
     for row in std::iter::once(&titles).chain(rows) {
         out.push(' ');
@@ -70,7 +80,10 @@ mod tests {
 
     #[test]
     fn table_aligns_numbers_right_and_text_left() {
-        let rows = vec![vec!["5".to_owned(), "a.rs:1:1".to_owned()], vec!["12".to_owned(), "b.rs:2:2".to_owned()]];
+        let rows = vec![
+            vec!["5".to_owned(), "a.rs:1:1".to_owned()],
+            vec!["12".to_owned(), "b.rs:2:2".to_owned()],
+        ];
         let out = table(&[("TASKS", Align::Right), ("SITE", Align::Left)], &rows);
         assert_eq!(out, "  TASKS SITE\n      5 a.rs:1:1\n     12 b.rs:2:2\n");
     }

@@ -4,15 +4,36 @@
 use crate::support::{Scratch, run};
 
 const CASES: &[(&str, &str)] = &[
-    ("bad/truncated.json", "truncated JSON: the document ends early at line 1 column 187"),
-    ("bad/binary.json", "binary data, not a JSON leakcheck document"),
-    ("bad/schema_v2.json", "schema_version 2 is not supported: this leakcheck reads version 1"),
-    ("bad/wrong_kind.json", "unknown kind \"coverage_report\": expected \"leak_report\" or \"snapshot\""),
+    (
+        "bad/truncated.json",
+        "truncated JSON: the document ends early at line 1 column 187",
+    ),
+    (
+        "bad/binary.json",
+        "binary data, not a JSON leakcheck document",
+    ),
+    (
+        "bad/schema_v2.json",
+        "schema_version 2 is not supported: this leakcheck reads version 1",
+    ),
+    (
+        "bad/wrong_kind.json",
+        "unknown kind \"coverage_report\": expected \"leak_report\" or \"snapshot\"",
+    ),
     ("bad/no_version.json", "no `schema_version` field"),
-    ("bad/not_object.json", "expected a JSON object (a leakcheck report or snapshot), found an array"),
-    ("bad/schema_mismatch.json", "does not match the leak_report schema: invalid type: string \"three\""),
+    (
+        "bad/not_object.json",
+        "expected a JSON object (a leakcheck report or snapshot), found an array",
+    ),
+    (
+        "bad/schema_mismatch.json",
+        "does not match the leak_report schema: invalid type: string \"three\"",
+    ),
     ("bad/empty.json", "empty file"),
-    ("bad/invalid.json", "invalid JSON: key must be a string at line 1 column 45"),
+    (
+        "bad/invalid.json",
+        "invalid JSON: key must be a string at line 1 column 45",
+    ),
     ("bad/does_not_exist.json", "no such file or directory"),
 ];
 
@@ -44,6 +65,7 @@ fn an_empty_directory_is_refused() {
 fn a_failed_command_leaves_no_output_file() {
     let scratch = Scratch::new("no-half-file");
     let output = scratch.join("leaks.html");
-    run(&["html", "reports", "bad/truncated.json", "-o", &output]).assert_one_line_error(2, &["truncated JSON"]);
+    run(&["html", "reports", "bad/truncated.json", "-o", &output])
+        .assert_one_line_error(2, &["truncated JSON"]);
     assert!(scratch.files().is_empty(), "{:?}", scratch.files());
 }

@@ -26,9 +26,24 @@ leakcheck diff: snapshots/before.json (9 live) → snapshots/after.json (17 live
 
 #[test]
 fn all_lists_unchanged_sites_and_json_has_every_site() {
-    let text = run(&["diff", "--all", "snapshots/before.json", "snapshots/after.json"]);
-    assert!(text.stdout.contains("  unchanged        1     1    +0 server/src/metrics.rs:12:5\n"), "{}", text.stdout);
-    let json = run(&["diff", "--json", "snapshots/before.json", "snapshots/after.json"]);
+    let text = run(&[
+        "diff",
+        "--all",
+        "snapshots/before.json",
+        "snapshots/after.json",
+    ]);
+    assert!(
+        text.stdout
+            .contains("  unchanged        1     1    +0 server/src/metrics.rs:12:5\n"),
+        "{}",
+        text.stdout
+    );
+    let json = run(&[
+        "diff",
+        "--json",
+        "snapshots/before.json",
+        "snapshots/after.json",
+    ]);
     let diff: Value = serde_json::from_str(&json.stdout).expect("valid JSON");
     assert_eq!(diff["kind"], "leak_diff");
     assert_eq!(diff["compared"], "snapshot");
@@ -38,17 +53,49 @@ fn all_lists_unchanged_sites_and_json_has_every_site() {
         .as_array()
         .expect("sites")
         .iter()
-        .map(|s| (s["change"].as_str().expect("change"), s["delta"].as_i64().expect("delta")))
+        .map(|s| {
+            (
+                s["change"].as_str().expect("change"),
+                s["delta"].as_i64().expect("delta"),
+            )
+        })
         .collect();
-    assert_eq!(changes, [("appeared", 6), ("grew", 5), ("shrank", -1), ("disappeared", -2), ("unchanged", 0)]);
+    assert_eq!(
+        changes,
+        [
+            ("appeared", 6),
+            ("grew", 5),
+            ("shrank", -1),
+            ("disappeared", -2),
+            ("unchanged", 0)
+        ]
+    );
 }
 
 #[test]
 fn fail_on_growth_sets_exit_code_1_only_for_growth() {
-    assert_eq!(run(&["diff", "--fail-on-growth", "snapshots/before.json", "snapshots/after.json"]).code, 1);
-    let same = run(&["diff", "--fail-on-growth", "snapshots/after.json", "snapshots/after.json"]);
+    assert_eq!(
+        run(&[
+            "diff",
+            "--fail-on-growth",
+            "snapshots/before.json",
+            "snapshots/after.json"
+        ])
+        .code,
+        1
+    );
+    let same = run(&[
+        "diff",
+        "--fail-on-growth",
+        "snapshots/after.json",
+        "snapshots/after.json",
+    ]);
     assert_eq!(same.code, 0, "{}", same.stderr);
-    assert!(same.stdout.contains("no spawn site changed\n"), "{}", same.stdout);
+    assert!(
+        same.stdout.contains("no spawn site changed\n"),
+        "{}",
+        same.stdout
+    );
 }
 
 #[test]
@@ -61,7 +108,12 @@ fn reports_compare_like_snapshots() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("(4 leaked) → "), "{}", run.stdout);
     assert!(run.stdout.contains("  grew             1     2    +1 server/src/pool.rs:41:9 in server::pool::Pool::spawn_reaper\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("  disappeared      3     0    -3 server/src/conn.rs:88:5 in "), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("  disappeared      3     0    -3 server/src/conn.rs:88:5 in "),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -8,7 +8,10 @@ fn writes_an_svg_of_every_backtrace_and_nothing_else() {
     let output = scratch.join("leaks.svg");
     let run = run(&["flamegraph", "reports", "-o", &output]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stderr, format!("leakcheck: wrote {output} (8 tasks in 6 backtraces)\n"));
+    assert_eq!(
+        run.stderr,
+        format!("leakcheck: wrote {output} (8 tasks in 6 backtraces)\n")
+    );
     let svg = std::fs::read_to_string(&output).expect("svg written");
     assert!(svg.contains("<svg"), "not an SVG");
     assert!(svg.trim_end().ends_with("</svg>"), "SVG not closed");
@@ -27,7 +30,14 @@ fn writes_an_svg_of_every_backtrace_and_nothing_else() {
 
 #[test]
 fn snapshots_draw_too_and_dash_means_stdout() {
-    let run = run(&["flamegraph", "snapshots/after.json", "-o", "-", "--title", "Live tasks"]);
+    let run = run(&[
+        "flamegraph",
+        "snapshots/after.json",
+        "-o",
+        "-",
+        "--title",
+        "Live tasks",
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("Live tasks"));
     assert!(run.stdout.contains("server::upstream::Client::send"));

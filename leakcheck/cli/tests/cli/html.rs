@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Scratch, run};
 
+/// Set (as CI does) to make a missing browser fail the render test instead of skipping it.
+const REQUIRE_CHROMIUM: &str = "LEAKCHECK_REQUIRE_CHROMIUM";
+
 /// Longest a headless Chromium render may take.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -18,8 +21,15 @@ fn the_page_holds_table_flame_graph_and_reports_with_everything_escaped() {
     let page = std::fs::read_to_string(&output).expect("page written");
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains("<table id=\"summary\">"));
-    assert_eq!(page.matches("<tr><td class=\"n\">").count(), 4, "3 sites and the unknown one");
-    assert!(page.contains("<div id=\"flamegraph\">\n<svg"), "the SVG is inline, without its XML prolog");
+    assert_eq!(
+        page.matches("<tr><td class=\"n\">").count(),
+        4,
+        "3 sites and the unknown one"
+    );
+    assert!(
+        page.contains("<div id=\"flamegraph\">\n<svg"),
+        "the SVG is inline, without its XML prolog"
+    );
     assert_eq!(page.matches("<details class=\"report\">").count(), 4);
     // Names from the reports are text, never markup.
     assert!(!page.contains("<script>alert"));
@@ -37,14 +47,26 @@ fn the_page_holds_table_flame_graph_and_reports_with_everything_escaped() {
 fn snapshots_are_not_reports() {
     run(&["html", "snapshots", "-o", "-"]).assert_one_line_error(
         2,
-        &["snapshots/after.json", "is a snapshot, but `leakcheck html` reads leak reports"],
+        &[
+            "snapshots/after.json",
+            "is a snapshot, but `leakcheck html` reads leak reports",
+        ],
     );
 }
 
 #[test]
 fn the_page_renders_in_headless_chromium() {
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| on_path(b)) else {
-        eprintln!("SKIPPED: no chromium on PATH (apt-get install -y chromium); the HTML render check did not run");
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| on_path(b))
+    else {
+        assert!(
+            std::env::var_os(REQUIRE_CHROMIUM).is_none(),
+            "{REQUIRE_CHROMIUM} is set but no chromium, chromium-browser or google-chrome is on PATH"
+        );
+        eprintln!(
+            "SKIPPED: no chromium on PATH (apt-get install -y chromium); the HTML render check did not run"
+        );
         return;
     };
     let scratch = Scratch::new("html-chromium");
@@ -79,14 +101,21 @@ fn the_page_renders_in_headless_chromium() {
     }
     let dom = child.wait_with_output().expect("chromium output").stdout;
     let dom = String::from_utf8_lossy(&dom);
-    assert!(dom.contains("<table id=\"summary\">"), "no summary table in the rendered DOM:\n{dom}");
+    assert!(
+        dom.contains("<table id=\"summary\">"),
+        "no summary table in the rendered DOM:\n{dom}"
+    );
     assert!(dom.contains("server/src/pool.rs:41:9"));
     assert!(dom.contains("<svg"), "no SVG in the rendered DOM");
     // The browser parsed the SVG as SVG: its frames became elements.
-    assert!(dom.contains("<title>server::pool::Pool::spawn_reaper"), "flame graph frames missing from the DOM");
+    assert!(
+        dom.contains("<title>server::pool::Pool::spawn_reaper"),
+        "flame graph frames missing from the DOM"
+    );
 }
 
 fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(binary).is_file()))
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| Path::new(&dir).join(binary).is_file())
+    })
 }

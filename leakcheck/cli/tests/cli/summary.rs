@@ -9,7 +9,10 @@ fn groups_leaks_by_site_worst_first_and_skips_hidden_files() {
     let run = run(&["summary", "reports"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines[0], "leakcheck: 8 tasks leaked in 3 of 3 reports, from 2 spawn sites");
+    assert_eq!(
+        lines[0],
+        "leakcheck: 8 tasks leaked in 3 of 3 reports, from 2 spawn sites"
+    );
     assert_eq!(lines[2], "  TASKS TESTS OLDEST SPAWN SITE");
     // Equal task counts: the site seen in more tests comes first.
     assert_eq!(lines[3], "      3     2  2.4 s server/src/pool.rs:41:9");
@@ -17,7 +20,9 @@ fn groups_leaks_by_site_worst_first_and_skips_hidden_files() {
     assert!(run.stdout.contains(
         "── server/src/pool.rs:41:9 · 3 tasks in 2 tests · oldest 2.4 s ──\n  tests: server::tests::accept_loop_leaks, server::tests::pool_idle_reaper\n  labels: req-7, req-8\n  spawn backtrace (task 3 in server::tests::pool_idle_reaper):\n    0: server::pool::Pool::spawn_reaper at server/src/pool.rs:41\n"
     ));
-    assert!(run.stdout.contains("── spawn site unknown · 2 tasks in 1 test ──\n  tests: server::tests::degraded_build\n"));
+    assert!(run.stdout.contains(
+        "── spawn site unknown · 2 tasks in 1 test ──\n  tests: server::tests::degraded_build\n"
+    ));
 }
 
 #[test]
@@ -35,8 +40,14 @@ fn json_output_carries_the_same_facts() {
     assert_eq!(first["oldest_age_ms"], 2400);
     assert_eq!(first["tests"].as_array().map(Vec::len), Some(2));
     assert_eq!(first["representative"]["task_id"], 3);
-    assert_eq!(first["representative"]["frames"][1]["function"], "server::pool::Pool::checkout");
-    assert_eq!(summary["sites"][1]["representative"]["task_id"], 12, "the oldest task with a backtrace");
+    assert_eq!(
+        first["representative"]["frames"][1]["function"],
+        "server::pool::Pool::checkout"
+    );
+    assert_eq!(
+        summary["sites"][1]["representative"]["task_id"], 12,
+        "the oldest task with a backtrace"
+    );
     assert_eq!(summary["degraded"]["tasks"], 2);
 }
 
@@ -50,7 +61,16 @@ fn fail_on_leaks_sets_exit_code_1_only_when_something_leaked() {
 
 #[test]
 fn files_and_directories_mix() {
-    let run = run(&["summary", "clean", "reports/server__tests__pool_idle_reaper.json"]);
+    let run = run(&[
+        "summary",
+        "clean",
+        "reports/server__tests__pool_idle_reaper.json",
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.starts_with("leakcheck: 2 tasks leaked in 1 of 2 reports, from 1 spawn site\n"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("leakcheck: 2 tasks leaked in 1 of 2 reports, from 1 spawn site\n"),
+        "{}",
+        run.stdout
+    );
 }

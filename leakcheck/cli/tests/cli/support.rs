@@ -19,13 +19,34 @@ impl Run {
     /// stderr mentioning every `needles`, and no panic.
     pub fn assert_one_line_error(&self, code: i32, needles: &[&str]) {
         assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
-        assert!(!self.stderr.contains("panicked"), "panicked: {}", self.stderr);
-        assert_eq!(self.stderr.lines().count(), 1, "one line expected: {}", self.stderr);
-        assert!(self.stderr.starts_with("leakcheck: error: "), "{}", self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "panicked: {}",
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "one line expected: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("leakcheck: error: "),
+            "{}",
+            self.stderr
+        );
         for needle in needles {
-            assert!(self.stderr.contains(needle), "{needle:?} missing from: {}", self.stderr);
+            assert!(
+                self.stderr.contains(needle),
+                "{needle:?} missing from: {}",
+                self.stderr
+            );
         }
-        assert!(self.stdout.is_empty(), "nothing on stdout expected: {}", self.stdout);
+        assert!(
+            self.stdout.is_empty(),
+            "nothing on stdout expected: {}",
+            self.stdout
+        );
     }
 }
 
@@ -70,7 +91,11 @@ impl Scratch {
     }
 
     pub fn join(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("UTF-8 temp path").to_owned()
+        self.0
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_owned()
     }
 
     /// Names of the files in the directory, sorted (hidden ones included).
@@ -116,16 +141,20 @@ pub fn serve_once(response: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
 
 /// A `200 OK` answer with a Content-Length.
 pub fn ok_with_length(body: &[u8]) -> Vec<u8> {
-    let mut response =
-        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
-            .into_bytes();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     response.extend_from_slice(body);
     response
 }
 
 /// A `200 OK` answer with the body in chunks of `chunk` bytes.
 pub fn ok_chunked(body: &[u8], chunk: usize) -> Vec<u8> {
-    let mut response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut response =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
     for piece in body.chunks(chunk) {
         response.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
         response.extend_from_slice(piece);

@@ -6,11 +6,23 @@ use crate::support::run;
 fn help_documents_the_exit_codes() {
     let run = run(&["--help"]);
     assert_eq!(run.code, 0);
-    for line in ["Exit codes:", "  1  --fail-on-leaks", "  2  bad command line or bad input", "  3  an output file"] {
-        assert!(run.stdout.contains(line), "{line:?} missing from --help:\n{}", run.stdout);
+    for line in [
+        "Exit codes:",
+        "  1  --fail-on-leaks",
+        "  2  bad command line or bad input",
+        "  3  an output file",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line:?} missing from --help:\n{}",
+            run.stdout
+        );
     }
     for command in ["summary", "diff", "flamegraph", "html", "snapshot"] {
-        assert!(run.stdout.contains(command), "{command} missing from --help");
+        assert!(
+            run.stdout.contains(command),
+            "{command} missing from --help"
+        );
     }
 }
 
@@ -22,5 +34,11 @@ fn usage_errors_exit_with_2() {
     assert_eq!(run(&["frobnicate"]).code, 2);
     let bad_timeout = run(&["snapshot", "http://127.0.0.1:1", "--timeout", "soon"]);
     assert_eq!(bad_timeout.code, 2);
-    assert!(bad_timeout.stderr.contains("expected a duration like 10s or 500ms"), "{}", bad_timeout.stderr);
+    assert!(
+        bad_timeout
+            .stderr
+            .contains("expected a duration like 10s or 500ms"),
+        "{}",
+        bad_timeout.stderr
+    );
 }
