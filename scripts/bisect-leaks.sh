@@ -16,8 +16,8 @@ into its LEAKCHECK_REPORT_DIR or prints leakcheck's "N leaked tasks" line.
                `cargo test -p PACKAGE --no-run` prints
   FILTER       only tests whose name contains FILTER
   -t SECONDS   time limit per test (default 120); a test that hits it is listed as "timeout"
-  -o DIR       keep the per-test reports and logs under DIR/<n>/ (default: a temporary
-               directory, removed at exit)
+  -o DIR       keep the logs (DIR/<n>/log) and the leak reports (DIR/reports/) for
+               `leakcheck summary DIR/reports` (default: a temporary directory, removed at exit)
 
 Runs in the current directory; cargo runs tests from the package root, so cd there
 first if the tests read files by relative path.
@@ -69,6 +69,7 @@ if [[ ${#tests[@]} -eq 0 ]]; then
     exit 2
 fi
 
+mkdir -p "$work/reports"
 leaking=()
 failing=0
 for index in "${!tests[@]}"; do
@@ -79,6 +80,12 @@ for index in "${!tests[@]}"; do
     LEAKCHECK_REPORT_DIR="$dir/reports" timeout "$limit" \
         "$binary" --exact "$name" --test-threads=1 >"$dir/log" 2>&1 || status=$?
     report="$(find "$dir/reports" -maxdepth 1 -name '*.json' -not -name '.*' -print -quit)"
+    if [[ -n "$report" ]]; then
+        # Report names come from test names, so they do not collide.
+        mv "$dir/reports/"*.json "$work/reports/"
+        report="$work/reports/${report##*/}"
+    fi
+    rmdir "$dir/reports" 2>/dev/null || true
     if [[ -n "$report" ]] || grep -Eq 'leakcheck: [0-9]+ leaked tasks? in' "$dir/log"; then
         leaking+=("$name")
         printf 'leak     %s%s\n' "$name" "${report:+  ($report)}"
@@ -99,7 +106,7 @@ if [[ ${#leaking[@]} -gt 0 ]]; then
     printf 'leaking tests:\n'
     printf '  %s\n' "${leaking[@]}"
     if [[ -n "$keep" ]]; then
-        printf 'reports: leakcheck summary %s/*/reports\n' "$work"
+        printf 'reports: leakcheck summary %s/reports\n' "$work"
     fi
     exit 1
 fi
