@@ -68,7 +68,7 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
         /// Title drawn above the graph.
-        #[arg(long, default_value = "Leaked tasks by spawn backtrace")]
+        #[arg(long, default_value = crate::flamegraph::DEFAULT_TITLE)]
         title: String,
     },
     /// Write one self-contained HTML page: summary table, flame graph and

@@ -10,6 +10,9 @@ use leakcheck::{Frame, SiteGroup, Stack};
 use crate::document::Document;
 use crate::text;
 
+/// The title drawn above the graph unless `--title` says otherwise.
+pub const DEFAULT_TITLE: &str = "Leaked tasks by spawn backtrace";
+
 /// The frame shown for leaks from reports written without `--cfg tokio_unstable`.
 pub const UNKNOWN_SITE_FRAME: &str = "spawn site unknown (built without --cfg tokio_unstable)";
 

@@ -34,11 +34,13 @@ mod output;
 mod summary;
 mod text;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
+use crate::document::Document;
 use crate::error::CliError;
 
 fn main() -> ExitCode {
@@ -58,98 +60,20 @@ fn run(command: Command) -> Result<u8, CliError> {
             inputs,
             json,
             fail_on_leaks,
-        } => {
-            let reports = document::load_reports(&inputs, "summary")?;
-            let summary = summary::summarize(&reports);
-            let rendered = if json {
-                to_json(&summary)
-            } else {
-                summary::render_text(&summary)
-            };
-            output::write_stdout(rendered.as_bytes())?;
-            Ok(if fail_on_leaks && summary::has_leaks(&summary) {
-                exit::LEAKS_FOUND
-            } else {
-                exit::OK
-            })
-        }
+        } => run_summary(&inputs, json, fail_on_leaks),
         Command::Diff {
             before,
             after,
             json,
             all,
             fail_on_growth,
-        } => {
-            let before_doc = document::load(&before)?;
-            let after_doc = document::load(&after)?;
-            let diff = diff::diff((&before, &before_doc), (&after, &after_doc))?;
-            let rendered = if json {
-                to_json(&diff)
-            } else {
-                diff::render_text(&diff, all)
-            };
-            output::write_stdout(rendered.as_bytes())?;
-            Ok(if fail_on_growth && diff::has_growth(&diff) {
-                exit::LEAKS_FOUND
-            } else {
-                exit::OK
-            })
-        }
+        } => run_diff(&before, &after, json, all, fail_on_growth),
         Command::Flamegraph {
             inputs,
             output,
             title,
-        } => {
-            let files = document::expand_inputs(&inputs)?;
-            let documents = files
-                .iter()
-                .map(|f| document::load(f))
-                .collect::<Result<Vec<_>, _>>()?;
-            let folded = flamegraph::fold(&documents);
-            let svg =
-                flamegraph::render_svg(&folded, &title, documents.len()).map_err(|source| {
-                    CliError::Output {
-                        path: output.clone(),
-                        source,
-                    }
-                })?;
-            output::write(&output, &svg)?;
-            announce(
-                &output,
-                &format!(
-                    "{} in {}",
-                    text::count(folded.tasks, "task"),
-                    text::count(folded.lines.len(), "backtrace")
-                ),
-            );
-            Ok(exit::OK)
-        }
-        Command::Html { inputs, output } => {
-            let reports = document::load_reports(&inputs, "html")?;
-            let summary = summary::summarize(&reports);
-            let documents: Vec<document::Document> = reports
-                .iter()
-                .map(|r| document::Document::Report(r.report.clone()))
-                .collect();
-            let folded = flamegraph::fold(&documents);
-            let svg =
-                flamegraph::render_svg(&folded, "Leaked tasks by spawn backtrace", reports.len())
-                    .map_err(|source| CliError::Output {
-                    path: output.clone(),
-                    source,
-                })?;
-            let page = html::render(&summary, &String::from_utf8_lossy(&svg), &reports);
-            output::write(&output, page.as_bytes())?;
-            announce(
-                &output,
-                &format!(
-                    "{} from {}",
-                    text::count(summary.leaked, "leaked task"),
-                    text::count(reports.len(), "report")
-                ),
-            );
-            Ok(exit::OK)
-        }
+        } => run_flamegraph(&inputs, &output, &title),
+        Command::Html { inputs, output } => run_html(&inputs, &output),
         Command::Snapshot {
             url,
             output,
@@ -162,8 +86,96 @@ fn run(command: Command) -> Result<u8, CliError> {
     }
 }
 
+fn run_summary(inputs: &[PathBuf], json: bool, fail_on_leaks: bool) -> Result<u8, CliError> {
+    let reports = document::load_reports(inputs, "summary")?;
+    let summary = summary::summarize(&reports);
+    let rendered = if json {
+        to_json(&summary)
+    } else {
+        summary::render_text(&summary)
+    };
+    output::write_stdout(rendered.as_bytes())?;
+    Ok(if fail_on_leaks && summary::has_leaks(&summary) {
+        exit::LEAKS_FOUND
+    } else {
+        exit::OK
+    })
+}
+
+fn run_diff(
+    before: &Path,
+    after: &Path,
+    json: bool,
+    all: bool,
+    fail_on_growth: bool,
+) -> Result<u8, CliError> {
+    let before_doc = document::load(before)?;
+    let after_doc = document::load(after)?;
+    let diff = diff::diff((before, &before_doc), (after, &after_doc))?;
+    let rendered = if json {
+        to_json(&diff)
+    } else {
+        diff::render_text(&diff, all)
+    };
+    output::write_stdout(rendered.as_bytes())?;
+    Ok(if fail_on_growth && diff::has_growth(&diff) {
+        exit::LEAKS_FOUND
+    } else {
+        exit::OK
+    })
+}
+
+fn run_flamegraph(inputs: &[PathBuf], output: &Path, title: &str) -> Result<u8, CliError> {
+    let documents = document::expand_inputs(inputs)?
+        .iter()
+        .map(|file| document::load(file))
+        .collect::<Result<Vec<_>, _>>()?;
+    let folded = flamegraph::fold(&documents);
+    let svg = render_svg(&folded, title, documents.len(), output)?;
+    output::write(output, &svg)?;
+    let what = format!(
+        "{} in {}",
+        text::count(folded.tasks, "task"),
+        text::count(folded.lines.len(), "backtrace")
+    );
+    announce(output, &what);
+    Ok(exit::OK)
+}
+
+fn run_html(inputs: &[PathBuf], output: &Path) -> Result<u8, CliError> {
+    let reports = document::load_reports(inputs, "html")?;
+    let summary = summary::summarize(&reports);
+    let documents: Vec<Document> = reports
+        .iter()
+        .map(|loaded| Document::Report(loaded.report.clone()))
+        .collect();
+    let folded = flamegraph::fold(&documents);
+    let svg = render_svg(&folded, flamegraph::DEFAULT_TITLE, reports.len(), output)?;
+    let page = html::render(&summary, &String::from_utf8_lossy(&svg), &reports);
+    output::write(output, page.as_bytes())?;
+    let what = format!(
+        "{} from {}",
+        text::count(summary.leaked, "leaked task"),
+        text::count(reports.len(), "report")
+    );
+    announce(output, &what);
+    Ok(exit::OK)
+}
+
+fn render_svg(
+    folded: &flamegraph::Folded,
+    title: &str,
+    inputs: usize,
+    output: &Path,
+) -> Result<Vec<u8>, CliError> {
+    flamegraph::render_svg(folded, title, inputs).map_err(|source| CliError::Output {
+        path: output.to_owned(),
+        source,
+    })
+}
+
 /// Says on stderr what was written, unless it went to stdout.
-fn announce(path: &std::path::Path, what: &str) {
+fn announce(path: &Path, what: &str) {
     if path.as_os_str() != output::STDOUT {
         eprintln!("leakcheck: wrote {} ({what})", path.display());
     }
