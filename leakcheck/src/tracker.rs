@@ -17,6 +17,7 @@ use crate::registry::{Context, Label, Registry, Scope};
 use crate::report::Snapshot;
 use crate::settings::{BacktraceMode, Mode, Settings};
 
+#[cfg(tokio_unstable)]
 type TaskHook = Arc<dyn Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync>;
 type LabelHook = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -52,7 +53,9 @@ pub(crate) struct Inner {
     /// Contexts of scopes opened inside a task, for that task's children.
     anchors: Mutex<FxHashMap<NonZeroU64, Vec<Anchor>>>,
     anchor_count: AtomicUsize,
+    #[cfg(tokio_unstable)]
     user_spawn: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
     user_terminate: Option<TaskHook>,
     label_drained: Option<LabelHook>,
     /// Last value of [`REGISTRATION_REQUESTS`] this tracker answered.
@@ -143,6 +146,10 @@ impl Tracker {
         }
         // The map is filled by the spawn hook the first time it runs after a
         // request: one empty task makes every tracker on this runtime answer.
+        // Without hooks nothing would answer.
+        if !cfg!(tokio_unstable) {
+            return None;
+        }
         REGISTRATION_REQUESTS.fetch_add(1, Ordering::AcqRel);
         drop(handle.spawn(async {}));
         lookup(&handle)
@@ -428,7 +435,9 @@ fn lookup(handle: &tokio::runtime::Handle) -> Option<Tracker> {
 pub struct TrackerBuilder {
     settings: Settings,
     ignore: Vec<String>,
+    #[cfg(tokio_unstable)]
     user_spawn: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
     user_terminate: Option<TaskHook>,
     label_drained: Option<LabelHook>,
 }
@@ -447,7 +456,9 @@ impl TrackerBuilder {
         TrackerBuilder {
             settings,
             ignore: Vec::new(),
+            #[cfg(tokio_unstable)]
             user_spawn: None,
+            #[cfg(tokio_unstable)]
             user_terminate: None,
             label_drained: None,
         }
@@ -489,6 +500,8 @@ impl TrackerBuilder {
         self
     }
 
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     /// Your own spawn hook, called after leakcheck's (tokio allows one).
     pub fn on_task_spawn(
         mut self,
@@ -498,6 +511,8 @@ impl TrackerBuilder {
         self
     }
 
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     /// Your own terminate hook, called after leakcheck's (tokio allows one).
     pub fn on_task_terminate(
         mut self,
@@ -527,7 +542,9 @@ impl TrackerBuilder {
                 open_count: AtomicUsize::new(0),
                 anchors: Mutex::new(FxHashMap::default()),
                 anchor_count: AtomicUsize::new(0),
+                #[cfg(tokio_unstable)]
                 user_spawn: self.user_spawn,
+                #[cfg(tokio_unstable)]
                 user_terminate: self.user_terminate,
                 label_drained: self.label_drained,
                 registered_for: AtomicU64::new(0),

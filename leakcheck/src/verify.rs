@@ -40,14 +40,16 @@ use crate::tracker::{OpenScope, Tracker};
 /// Outside a tokio runtime.
 pub fn verify_none() -> VerifyGuard {
     const NAME: &str = "verify_none scope";
+    let handle = Handle::current();
+    // Counted before `Tracker::current`, whose lookup may spawn a probe task.
+    let baseline = handle.metrics().num_alive_tasks();
     if let Some(tracker) = Tracker::current() {
         return VerifyGuard::for_tracker(&tracker, NAME.to_owned(), tracker.grace(), Vec::new());
     }
-    let handle = Handle::current();
     let settings = Settings::from_env();
     VerifyGuard {
         state: Some(State::Counted {
-            baseline: handle.metrics().num_alive_tasks(),
+            baseline,
             reason: degraded_reason(),
         }),
         handle,

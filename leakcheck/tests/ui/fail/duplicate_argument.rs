@@ -1,0 +1,4 @@
+#[leakcheck::test(grace = "1s", grace = "2s")]
+async fn t() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+#[leakcheck::test]
+fn t() {}
+
+#[leakcheck::test]
+#[test]
+async fn twice() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[leakcheck::test(timeout = "1s")]
+async fn t() {}
+
+fn main() {}
