@@ -1,6 +1,8 @@
 //! Deterministic leak fixtures shared by the integration tests (goleak's
 //! `startBlockedG` / `unblock`): a task that stays alive until released.
 
+// `Result<(), LeakReport>` mirrors the public `VerifyGuard::verify` signature.
+#![allow(clippy::result_large_err)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
