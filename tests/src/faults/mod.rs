@@ -1,0 +1,8 @@
+//! The fault toolkit: misbehaving clients, stalled TLS handshakes, a fake DNS server, an
+//! upstream that can stall and a fault proxy — all in-process, on loopback sockets.
+
+pub mod clients;
+pub mod dns;
+pub mod proxy;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,180 @@
+//! An HTTP upstream on loopback that answers `200 ok`, or accepts, reads and never responds.
+//!
+//! The switch is checked per request, so a pooled keep-alive connection stalls too. A request
+//! that arrived while stalled stays unanswered after [`Upstream::heal`]: a wedged connection
+//! stays wedged, only new requests are served.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// The upstream server; stops (closing every connection) when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct UpstreamState {
+    stalled: AtomicBool,
+    accepted: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Upstream {
+    /// Starts on `127.0.0.1:<free port>`, answering every request.
+    pub async fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(UpstreamState::default());
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(Self { addr, state, task })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// From now on requests are read and never answered (connections stay open).
+    pub fn stall(&self) {
+        self.state.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on new requests are answered.
+    pub fn heal(&self) {
+        self.state.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.state.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Request heads read so far, answered or not.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<UpstreamState>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    state.accepted.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(serve(stream, Arc::clone(&state)));
+                }
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
+    let mut buffered = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(head_end) = buffered.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if buffered.len() > MAX_REQUEST_HEAD {
+                return;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let body_len = content_length(&buffered[..head_end]);
+        let request_len = head_end + 4 + body_len;
+        while buffered.len() < request_len {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffered.drain(..request_len);
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        if state.stalled.load(Ordering::SeqCst) {
+            // Never answer; keep reading so the peer's close is noticed and the task ends.
+            while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+            return;
+        }
+        if stream.write_all(RESPONSE).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn answers_then_stalls_then_answers_new_requests() {
+        let upstream = Upstream::start().await.unwrap();
+        let response = http::get(upstream.addr(), "/", &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.head.status, 200);
+        assert_eq!(response.body, b"ok");
+
+        upstream.stall();
+        let stalled = http::get(upstream.addr(), "/", &[], Duration::from_millis(200)).await;
+        assert_eq!(stalled.unwrap_err().kind(), io::ErrorKind::TimedOut);
+
+        upstream.heal();
+        let response = http::get(upstream.addr(), "/", &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.head.status, 200);
+        assert_eq!(upstream.accepted(), 3);
+        assert_eq!(upstream.requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_serve_several_requests() {
+        let upstream = Upstream::start().await.unwrap();
+        let mut stream = TcpStream::connect(upstream.addr()).await.unwrap();
+        for _ in 0..3 {
+            stream
+                .write_all(b"POST / HTTP/1.1\r\nHost: u\r\nContent-Length: 3\r\n\r\nabc")
+                .await
+                .unwrap();
+            let mut buffered = Vec::new();
+            let head = http::read_head(&mut stream, &mut buffered).await.unwrap();
+            let body = http::read_body(&mut stream, &head, buffered).await.unwrap();
+            assert_eq!(body, b"ok");
+        }
+        assert_eq!(upstream.accepted(), 1);
+    }
+}

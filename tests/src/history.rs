@@ -1,0 +1,140 @@
+//! Jepsen-style bookkeeping: every operation a scenario issues ends `ok`, `fail` or `info`.
+//!
+//! `ok` — the operation completed as a client would want; `fail` — it definitely did not
+//! (an error status, a refused or closed connection); `info` — the client gave up and cannot
+//! know what the server did (it aborted, or its own deadline passed first).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+/// How one operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Completed as intended.
+    Ok,
+    /// Definitely did not complete.
+    Fail,
+    /// Unknown: the client gave up.
+    Info,
+}
+
+/// Totals of a history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Operations that completed.
+    pub ok: u64,
+    /// Operations that definitely failed.
+    pub fail: u64,
+    /// Operations whose fate the client does not know.
+    pub info: u64,
+}
+
+impl Counts {
+    /// Every operation recorded.
+    pub fn total(&self) -> u64 {
+        self.ok + self.fail + self.info
+    }
+}
+
+/// One client abort: the request id sent in `x-request-id` and when the client let go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    /// The `x-request-id` of the aborted request.
+    pub request_id: String,
+    /// Wall-clock time of the abort, Unix nanoseconds (the server's drain times use the same clock).
+    pub at_unix_ns: u64,
+}
+
+/// The shared record of one scenario run; cheap to update from many client tasks.
+#[derive(Debug, Default)]
+pub struct History {
+    ok: AtomicU64,
+    fail: AtomicU64,
+    info: AtomicU64,
+    aborts: Mutex<Vec<Abort>>,
+    parked: Mutex<Vec<TcpStream>>,
+}
+
+impl History {
+    /// Records how one operation ended.
+    pub fn record(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Fail => &self.fail,
+            Outcome::Info => &self.info,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a client abort of `request_id` that happened at `at_unix_ns`.
+    pub fn record_abort(&self, request_id: String, at_unix_ns: u64) {
+        self.aborts.lock().push(Abort {
+            request_id,
+            at_unix_ns,
+        });
+    }
+
+    /// Keeps a socket open until the history is dropped: a peer that vanished without a FIN
+    /// (a partition) still holds the server's side, which is what its defenses must deal with.
+    pub fn park(&self, stream: TcpStream) {
+        self.parked.lock().push(stream);
+    }
+
+    /// How many sockets are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len()
+    }
+
+    /// Closes every parked socket.
+    pub fn release_parked(&self) {
+        self.parked.lock().clear();
+    }
+
+    /// Totals so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            ok: self.ok.load(Ordering::Relaxed),
+            fail: self.fail.load(Ordering::Relaxed),
+            info: self.info.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every abort recorded so far.
+    pub fn aborts(&self) -> Vec<Abort> {
+        self.aborts.lock().clone()
+    }
+}
+
+/// Now, as Unix nanoseconds (the clock the server's `/debug/cancellations` uses).
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_each_outcome_once() {
+        let history = History::default();
+        history.record(Outcome::Ok);
+        history.record(Outcome::Info);
+        history.record(Outcome::Info);
+        history.record(Outcome::Fail);
+        assert_eq!(
+            history.counts(),
+            Counts {
+                ok: 1,
+                fail: 1,
+                info: 2
+            }
+        );
+        assert_eq!(history.counts().total(), 4);
+    }
+}

@@ -1,0 +1,16 @@
+//! Chaos suite for `leakcheck-server`: real faults thrown at the real server binary, and after
+//! each storm a verdict from leakcheck.
+//!
+//! [`faults`] is the toolkit (hostile clients, TLS stalls, a fake DNS server, a stalling
+//! upstream, a toxic proxy); [`server`] starts and talks to the server process; [`measure`]
+//! samples it on a timeline; [`scenarios`] are the storms; [`report`] renders the results.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+pub mod error;
+pub mod faults;
+pub mod history;
+pub mod http;
+pub mod measure;
+pub mod report;
+pub mod scenarios;
+pub mod server;

@@ -1,0 +1,323 @@
+//! Measurements of a running server on a timeline: health-probe latency, live tasks and open
+//! fds sampled in the background, phase marks, quiescence, and latency percentiles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::server::Endpoints;
+
+/// Time between two health probes.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Time between two samples of live tasks and open fds.
+pub const RESOURCE_INTERVAL: Duration = Duration::from_millis(200);
+/// A probe slower than this counts as failed, at this latency.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// A latency histogram in microseconds (1 µs to 60 s, 3 significant digits).
+#[derive(Debug, Clone)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+}
+
+impl Latencies {
+    /// Records one latency (clamped into the histogram's range).
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    /// Recorded values.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `quantile` (0..=1) in milliseconds, `None` when empty.
+    pub fn quantile_ms(&self, quantile: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(quantile) as f64 / 1000.0)
+    }
+}
+
+/// One probe on the timeline.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProbePoint {
+    /// Milliseconds since the run started.
+    pub at_ms: u64,
+    /// Latency in ms; `None` when the probe failed.
+    pub latency_ms: Option<f64>,
+}
+
+/// One resource sample on the timeline.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ResourcePoint {
+    /// Milliseconds since the run started.
+    pub at_ms: u64,
+    /// Live tracked tasks, when `/debug/tasks` answered.
+    pub live_tasks: Option<u64>,
+    /// Open fds, while the process exists.
+    pub open_fds: Option<u64>,
+}
+
+/// A named moment of a run (storm, heal, quiesced, sigterm…).
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Milliseconds since the run started.
+    pub at_ms: u64,
+    /// What began.
+    pub name: String,
+}
+
+/// Everything sampled during one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    /// Health probes.
+    pub probes: Vec<ProbePoint>,
+    /// Live tasks and open fds.
+    pub resources: Vec<ResourcePoint>,
+    /// Phase marks.
+    pub phases: Vec<Phase>,
+}
+
+impl Timeline {
+    /// Largest live-task sample.
+    pub fn peak_live(&self) -> Option<u64> {
+        self.resources
+            .iter()
+            .filter_map(|point| point.live_tasks)
+            .max()
+    }
+
+    /// Largest open-fd sample.
+    pub fn peak_fds(&self) -> Option<u64> {
+        self.resources
+            .iter()
+            .filter_map(|point| point.open_fds)
+            .max()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    timeline: Timeline,
+    probe_latencies: Latencies,
+    probe_failures: u64,
+}
+
+/// Samples a server in the background until stopped.
+#[derive(Debug)]
+pub struct Sampler {
+    origin: Instant,
+    recorded: Arc<Mutex<Recorded>>,
+    probing: Arc<Mutex<bool>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a sampler collected.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    /// The timeline.
+    pub timeline: Timeline,
+    /// Latencies of the probes counted in the storm (see [`Sampler::count_probes`]).
+    pub probe_latencies: Latencies,
+    /// Probes that failed or passed [`PROBE_DEADLINE`] while counted.
+    pub probe_failures: u64,
+}
+
+impl Sampler {
+    /// Starts probing `/healthz` every [`PROBE_INTERVAL`] and sampling live tasks and fds every
+    /// [`RESOURCE_INTERVAL`]; times are relative to `origin`.
+    pub fn start(endpoints: Endpoints, origin: Instant) -> Self {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let probing = Arc::new(Mutex::new(false));
+        let probe_task = {
+            let recorded = Arc::clone(&recorded);
+            let probing = Arc::clone(&probing);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let at_ms = millis_since(origin);
+                    let latency = endpoints.probe(PROBE_DEADLINE).await.ok();
+                    let counted = *probing.lock();
+                    let mut recorded = recorded.lock();
+                    recorded.timeline.probes.push(ProbePoint {
+                        at_ms,
+                        latency_ms: latency.map(|latency| latency.as_secs_f64() * 1000.0),
+                    });
+                    if counted {
+                        match latency {
+                            Some(latency) => recorded.probe_latencies.record(latency),
+                            None => {
+                                recorded.probe_failures += 1;
+                                recorded.probe_latencies.record(PROBE_DEADLINE);
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let resource_task = {
+            let recorded = Arc::clone(&recorded);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(RESOURCE_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let at_ms = millis_since(origin);
+                    let open_fds = endpoints.open_fds();
+                    let live_tasks = endpoints.live_tasks().await.ok();
+                    recorded.lock().timeline.resources.push(ResourcePoint {
+                        at_ms,
+                        live_tasks,
+                        open_fds,
+                    });
+                }
+            })
+        };
+        Self {
+            origin,
+            recorded,
+            probing,
+            tasks: vec![probe_task, resource_task],
+        }
+    }
+
+    /// Marks the start of a phase on the timeline.
+    pub fn mark(&self, name: &str) {
+        self.recorded.lock().timeline.phases.push(Phase {
+            at_ms: millis_since(self.origin),
+            name: name.to_owned(),
+        });
+    }
+
+    /// Whether probe latencies count towards the storm's percentiles from now on.
+    pub fn count_probes(&self, counted: bool) {
+        *self.probing.lock() = counted;
+    }
+
+    /// Stops sampling and returns what was collected.
+    pub fn stop(self) -> Sampled {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let recorded = self.recorded.lock();
+        Sampled {
+            timeline: recorded.timeline.clone(),
+            probe_latencies: recorded.probe_latencies.clone(),
+            probe_failures: recorded.probe_failures,
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn millis_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A steady reading of live tasks and open fds: several samples, the smallest of each, so a
+/// probe in flight does not inflate the baseline.
+pub async fn steady_reading(endpoints: &Endpoints, samples: usize) -> (Option<u64>, Option<u64>) {
+    let mut live = None::<u64>;
+    let mut fds = None::<u64>;
+    for _ in 0..samples.max(1) {
+        if let Ok(now) = endpoints.live_tasks().await {
+            live = Some(live.map_or(now, |low| low.min(now)));
+        }
+        if let Some(now) = endpoints.open_fds() {
+            fds = Some(fds.map_or(now, |low| low.min(now)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (live, fds)
+}
+
+/// Polls live tasks until they are at most `target`, for at most `bound`; returns how long it
+/// took, or `None` if they never got there.
+pub async fn wait_for_live_at_most(
+    endpoints: &Endpoints,
+    target: u64,
+    bound: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        if endpoints
+            .live_tasks()
+            .await
+            .is_ok_and(|live| live <= target)
+        {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_recorded_latencies() {
+        let mut latencies = Latencies::default();
+        assert_eq!(latencies.quantile_ms(0.99), None);
+        for millis in 1..=100 {
+            latencies.record(Duration::from_millis(millis));
+        }
+        assert_eq!(latencies.len(), 100);
+        let p50 = latencies.quantile_ms(0.5).unwrap();
+        let p99 = latencies.quantile_ms(0.99).unwrap();
+        assert!((49.0..=51.0).contains(&p50), "p50 {p50}");
+        assert!((98.0..=100.5).contains(&p99), "p99 {p99}");
+    }
+
+    #[test]
+    fn peaks_skip_missing_samples() {
+        let timeline = Timeline {
+            resources: vec![
+                ResourcePoint {
+                    at_ms: 0,
+                    live_tasks: Some(3),
+                    open_fds: None,
+                },
+                ResourcePoint {
+                    at_ms: 1,
+                    live_tasks: None,
+                    open_fds: Some(40),
+                },
+                ResourcePoint {
+                    at_ms: 2,
+                    live_tasks: Some(9),
+                    open_fds: Some(12),
+                },
+            ],
+            ..Timeline::default()
+        };
+        assert_eq!(timeline.peak_live(), Some(9));
+        assert_eq!(timeline.peak_fds(), Some(40));
+    }
+}

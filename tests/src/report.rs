@@ -1,0 +1,454 @@
+//! The campaign's outputs: the terminal scoreboard, `summary.json` and a self-contained
+//! `report.html` with one inline-SVG timeline per run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::measure::Timeline;
+use crate::scenarios::{FD_SLACK, RunResult};
+
+/// The summary file's format version.
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    schema_version: u32,
+    master_seed: u64,
+    passed: bool,
+    duration_ms: u64,
+    fd_slack: i64,
+    /// Each run carries the required fields (`name`, `mode`, `passed`, `requests`,
+    /// `leaked_tasks`, `fd_delta`, `probe_p99_ms`, `cancel_p99_ms`, `detected_site`) and the rest.
+    scenarios: &'a [RunResult],
+}
+
+/// The scoreboard: one line per run.
+pub fn scoreboard(runs: &[RunResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>10} {:>10}  {:<7} detected site",
+        "scenario",
+        "mode",
+        "reqs",
+        "ok/fail/info",
+        "leaked",
+        "fd delta",
+        "probe p99",
+        "cancel p99",
+        "verdict"
+    );
+    for run in runs {
+        let outcomes = format!(
+            "{}/{}/{}",
+            run.outcomes.ok, run.outcomes.fail, run.outcomes.info
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>10} {:>10}  {:<7} {}",
+            run.name,
+            run.mode.name(),
+            run.requests,
+            outcomes,
+            run.leaked_tasks,
+            run.fd_delta
+                .map_or_else(|| "?".into(), |d| format!("{d:+}")),
+            ms(run.probe_p99_ms),
+            ms(run.cancel_p99_ms),
+            if run.passed { "PASS" } else { "FAIL" },
+            run.detected_site.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+/// Every failed run with its reasons; empty when all passed.
+pub fn failure_details(runs: &[RunResult]) -> String {
+    let mut out = String::new();
+    for run in runs.iter().filter(|run| !run.passed) {
+        let _ = writeln!(
+            out,
+            "{} / {} (seed {}):",
+            run.name,
+            run.mode.name(),
+            run.seed
+        );
+        for failure in &run.failures {
+            let _ = writeln!(out, "  - {failure}");
+        }
+    }
+    out
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.2}ms"))
+}
+
+/// Writes `summary.json` in `dir` atomically and returns its path.
+pub fn write_summary(
+    dir: &Path,
+    master_seed: u64,
+    duration_ms: u64,
+    runs: &[RunResult],
+) -> Result<PathBuf> {
+    let summary = Summary {
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        master_seed,
+        passed: runs.iter().all(|run| run.passed),
+        duration_ms,
+        fd_slack: FD_SLACK,
+        scenarios: runs,
+    };
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output {
+        path: dir.join("summary.json"),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomically(&dir.join("summary.json"), &json)
+}
+
+/// Writes `report.html` in `dir` atomically and returns its path.
+pub fn write_html(dir: &Path, master_seed: u64, runs: &[RunResult]) -> Result<PathBuf> {
+    write_atomically(&dir.join("report.html"), html(master_seed, runs).as_bytes())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let output = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(output)?;
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp{}", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, bytes).map_err(output)?;
+    std::fs::rename(&temp, path).map_err(output)?;
+    Ok(path.to_owned())
+}
+
+/// The HTML page: the scoreboard as a table, then one chart per run.
+pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
+    let mut page = String::new();
+    let passed = runs.iter().filter(|run| run.passed).count();
+    let _ = write!(
+        page,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>leakcheck chaos campaign</title><style>\
+         body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         .pass{{color:#070;font-weight:bold}}.fail{{color:#b00;font-weight:bold}}code{{font-size:12px}}\
+         section{{margin-top:28px}}ul{{margin:4px 0}}</style></head><body>\
+         <h1>leakcheck chaos campaign</h1><p>{passed} of {} runs passed. Master seed <code>{master_seed}</code> \
+         (replay: <code>cargo run --release -p chaos -- --seed {master_seed}</code>).</p><table><tr>\
+         <th>scenario</th><th>mode</th><th>requests</th><th>ok/fail/info</th><th>leaked</th><th>fd delta</th>\
+         <th>probe p99</th><th>cancel p99</th><th>verdict</th><th>detected site</th></tr>",
+        runs.len()
+    );
+    for run in runs {
+        let _ = write!(
+            page,
+            "<tr><td><a href=\"#{name}-{mode}\">{name}</a></td><td>{mode}</td><td>{}</td><td>{}/{}/{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{verdict}</td><td><code>{}</code></td></tr>",
+            run.requests,
+            run.outcomes.ok,
+            run.outcomes.fail,
+            run.outcomes.info,
+            run.leaked_tasks,
+            run.fd_delta
+                .map_or_else(|| "?".into(), |d| format!("{d:+}")),
+            ms(run.probe_p99_ms),
+            ms(run.cancel_p99_ms),
+            escape(run.detected_site.as_deref().unwrap_or("-")),
+            name = run.name,
+            mode = run.mode.name(),
+            class = if run.passed { "pass" } else { "fail" },
+            verdict = if run.passed { "PASS" } else { "FAIL" },
+        );
+    }
+    page.push_str("</table>");
+    for run in runs {
+        let _ = write!(
+            page,
+            "<section id=\"{name}-{mode}\"><h2>{name} / {mode}</h2><p>seed <code>{}</code>; leaky twin: <code>--bug {}</code>; \
+             live tasks {} → peak {} → {}; open fds {} → peak {} → {}; probe p50/p99 {}/{}; cancel p50/p99 {}/{} \
+             ({} of {} aborts matched); quiesced {}; exit code {}; run {:.1} s.</p>",
+            run.seed,
+            run.bug,
+            opt(run.live_tasks.before),
+            opt(run.live_tasks.peak),
+            opt(run.live_tasks.after),
+            opt(run.open_fds.before),
+            opt(run.open_fds.peak),
+            opt(run.open_fds.after),
+            ms(run.probe_p50_ms),
+            ms(run.probe_p99_ms),
+            ms(run.cancel_p50_ms),
+            ms(run.cancel_p99_ms),
+            run.cancels_matched,
+            run.cancels_sent,
+            run.quiesced_after_ms
+                .map_or_else(|| "never".into(), |ms| format!("after {ms} ms")),
+            run.exit_code
+                .map_or_else(|| "none".into(), |code| code.to_string()),
+            run.duration_ms as f64 / 1000.0,
+            name = run.name,
+            mode = run.mode.name(),
+        );
+        if !run.failures.is_empty() {
+            page.push_str("<ul>");
+            for failure in &run.failures {
+                let _ = write!(page, "<li class=\"fail\">{}</li>", escape(failure));
+            }
+            page.push_str("</ul>");
+        }
+        page.push_str(&timeline_svg(&run.timeline));
+        page.push_str("</section>");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn opt(value: Option<u64>) -> String {
+    value.map_or_else(|| "?".into(), |v| v.to_string())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const CHART_WIDTH: f64 = 900.0;
+const PANEL_HEIGHT: f64 = 110.0;
+const MARGIN_LEFT: f64 = 70.0;
+const MARGIN_RIGHT: f64 = 20.0;
+
+/// One chart panel: its label, its line colour and its points (time, value or gap).
+type Panel = (&'static str, &'static str, Vec<(u64, Option<f64>)>);
+
+/// Three stacked panels sharing the time axis: live tasks, open fds, probe latency; phase
+/// marks as dashed vertical lines.
+pub fn timeline_svg(timeline: &Timeline) -> String {
+    let end_ms = timeline
+        .probes
+        .iter()
+        .map(|p| p.at_ms)
+        .chain(timeline.resources.iter().map(|r| r.at_ms))
+        .chain(timeline.phases.iter().map(|p| p.at_ms))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let start_ms = timeline
+        .probes
+        .iter()
+        .map(|p| p.at_ms)
+        .chain(timeline.resources.iter().map(|r| r.at_ms))
+        .min()
+        .unwrap_or(0) as f64;
+    let span = (end_ms - start_ms).max(1.0);
+    let x = |at: u64| {
+        MARGIN_LEFT + (at as f64 - start_ms) / span * (CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT)
+    };
+    let panels: [Panel; 3] = [
+        (
+            "live tasks",
+            "#1f77b4",
+            timeline
+                .resources
+                .iter()
+                .map(|r| (r.at_ms, r.live_tasks.map(|v| v as f64)))
+                .collect(),
+        ),
+        (
+            "open fds",
+            "#2ca02c",
+            timeline
+                .resources
+                .iter()
+                .map(|r| (r.at_ms, r.open_fds.map(|v| v as f64)))
+                .collect(),
+        ),
+        (
+            "probe ms",
+            "#d62728",
+            timeline
+                .probes
+                .iter()
+                .map(|p| (p.at_ms, p.latency_ms))
+                .collect(),
+        ),
+    ];
+    let height = PANEL_HEIGHT * 3.0 + 30.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{height}\" \
+         viewBox=\"0 0 {CHART_WIDTH} {height}\" font-size=\"11\" font-family=\"sans-serif\">"
+    );
+    for (index, (label, color, points)) in panels.iter().enumerate() {
+        let top = index as f64 * PANEL_HEIGHT + 10.0;
+        let bottom = top + PANEL_HEIGHT - 20.0;
+        let max = points
+            .iter()
+            .filter_map(|(_, v)| *v)
+            .fold(0.0_f64, f64::max)
+            .max(1.0);
+        let y = |value: f64| bottom - value / max * (bottom - top);
+        let _ = write!(
+            svg,
+            "<rect x=\"{MARGIN_LEFT}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"#fafafa\" stroke=\"#ddd\"/>\
+             <text x=\"4\" y=\"{}\">{label}</text><text x=\"4\" y=\"{}\" fill=\"#666\">max {}</text>\
+             <text x=\"{}\" y=\"{bottom}\" text-anchor=\"end\" fill=\"#666\">0</text>",
+            CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT,
+            bottom - top,
+            top + 12.0,
+            top + 26.0,
+            if max >= 100.0 {
+                format!("{max:.0}")
+            } else {
+                format!("{max:.1}")
+            },
+            MARGIN_LEFT - 4.0,
+        );
+        // Gaps (missing samples, failed probes) break the line; failed probes get a red tick.
+        let mut path = String::new();
+        let mut pen_down = false;
+        for (at, value) in points {
+            match value {
+                Some(value) => {
+                    let _ = write!(
+                        path,
+                        "{}{:.1},{:.1} ",
+                        if pen_down { "L" } else { "M" },
+                        x(*at),
+                        y(*value)
+                    );
+                    pen_down = true;
+                }
+                None => {
+                    pen_down = false;
+                    if *label == "probe ms" {
+                        let _ = write!(
+                            svg,
+                            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{1}\" stroke=\"#b00\"/>",
+                            x(*at),
+                            top + 8.0
+                        );
+                    }
+                }
+            }
+        }
+        let _ = write!(
+            svg,
+            "<path d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"/>",
+            path.trim_end()
+        );
+        for phase in &timeline.phases {
+            let _ = write!(
+                svg,
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>",
+                x(phase.at_ms)
+            );
+        }
+    }
+    let axis_y = PANEL_HEIGHT * 3.0 + 5.0;
+    for phase in &timeline.phases {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{axis_y}\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
+            x(phase.at_ms),
+            escape(&phase.name)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{MARGIN_LEFT}\" y=\"{}\" fill=\"#666\">{:.1} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#666\">{:.1} s</text></svg>",
+        axis_y + 16.0,
+        start_ms / 1000.0,
+        CHART_WIDTH - MARGIN_RIGHT,
+        axis_y + 16.0,
+        end_ms / 1000.0
+    );
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Phase, ProbePoint, ResourcePoint};
+
+    #[test]
+    fn the_chart_is_inline_svg_with_every_panel_and_phase() {
+        let timeline = Timeline {
+            probes: vec![
+                ProbePoint {
+                    at_ms: 0,
+                    latency_ms: Some(1.0),
+                },
+                ProbePoint {
+                    at_ms: 50,
+                    latency_ms: None,
+                },
+                ProbePoint {
+                    at_ms: 100,
+                    latency_ms: Some(3.0),
+                },
+            ],
+            resources: vec![
+                ResourcePoint {
+                    at_ms: 0,
+                    live_tasks: Some(5),
+                    open_fds: Some(20),
+                },
+                ResourcePoint {
+                    at_ms: 100,
+                    live_tasks: Some(500),
+                    open_fds: Some(520),
+                },
+            ],
+            phases: vec![
+                Phase {
+                    at_ms: 10,
+                    name: "storm".into(),
+                },
+                Phase {
+                    at_ms: 90,
+                    name: "heal".into(),
+                },
+            ],
+        };
+        let svg = timeline_svg(&timeline);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.ends_with("</svg>"));
+        for label in [
+            "live tasks",
+            "open fds",
+            "probe ms",
+            ">storm<",
+            ">heal<",
+            "max 500",
+        ] {
+            assert!(svg.contains(label), "missing {label}");
+        }
+        assert!(
+            !svg.contains("http://") || svg.matches("http://").count() == 1,
+            "only the SVG namespace"
+        );
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("chaos-report-{}", std::process::id()));
+        let path = write_atomically(&dir.join("summary.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,42 @@
+//! dns-hang: `/proxy` requests while the nameserver swallows every query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use crate::error::Result;
+use crate::history::Outcome;
+use crate::http;
+
+pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
+    let requests = ctx.scale.pick(500, 40);
+    ctx.env.dns.blackhole();
+    let queries_before = ctx.env.dns.queries();
+    let prefix = request_id_prefix(ctx.seed);
+    let addr = ctx.endpoints.http;
+    open_loop(requests, 100, Duration::from_millis(50), |index| {
+        let history = Arc::clone(&ctx.history);
+        let request_id = format!("{prefix}{index}");
+        async move {
+            let response = http::get(
+                addr,
+                "/proxy",
+                &[("x-request-id", &request_id)],
+                CLIENT_DEADLINE,
+            )
+            .await;
+            history.record(match response {
+                Ok(response) if response.head.status == 200 => Outcome::Ok,
+                Ok(_) => Outcome::Fail,
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Outcome::Info,
+                Err(_) => Outcome::Fail,
+            });
+        }
+    })
+    .await;
+    ctx.progress.say(&format!(
+        "nameserver swallowed {} queries",
+        ctx.env.dns.queries() - queries_before
+    ));
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! panic: `/panic` requests, half of them with a panicking child task (`?child=1`), among
+//! `/work` requests that must keep succeeding.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use crate::error::Result;
+use crate::history::Outcome;
+use crate::http;
+
+pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
+    let requests = ctx.scale.pick(600, 40);
+    let mut rng = StdRng::seed_from_u64(ctx.seed);
+    let paths: Vec<&'static str> = (0..requests)
+        .map(|_| match rng.random_range(0..4) {
+            0 => "/panic",
+            1 | 2 => "/panic?child=1",
+            _ => "/work",
+        })
+        .collect();
+    let prefix = request_id_prefix(ctx.seed);
+    let addr = ctx.endpoints.http;
+    open_loop(requests, 50, Duration::from_millis(50), |index| {
+        let history = Arc::clone(&ctx.history);
+        let path = paths[index];
+        let request_id = format!("{prefix}{index}");
+        async move {
+            let response = http::get(
+                addr,
+                path,
+                &[("x-request-id", &request_id)],
+                CLIENT_DEADLINE,
+            )
+            .await;
+            history.record(match response {
+                Ok(response) if response.head.status == 200 => Outcome::Ok,
+                Ok(_) => Outcome::Fail,
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Outcome::Info,
+                Err(_) => Outcome::Fail,
+            });
+        }
+    })
+    .await;
+    Ok(())
+}

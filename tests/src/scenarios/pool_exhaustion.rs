@@ -1,0 +1,42 @@
+//! pool-exhaustion: `/proxy` requests against an upstream that accepts and never answers,
+//! through a small pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use crate::error::Result;
+use crate::history::Outcome;
+use crate::http;
+
+pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
+    let requests = ctx.scale.pick(2_000, 100);
+    ctx.env.upstream.stall();
+    let prefix = request_id_prefix(ctx.seed);
+    let addr = ctx.endpoints.http;
+    open_loop(requests, 250, Duration::from_millis(100), |index| {
+        let history = Arc::clone(&ctx.history);
+        let request_id = format!("{prefix}{index}");
+        async move {
+            let response = http::get(
+                addr,
+                "/proxy",
+                &[("x-request-id", &request_id)],
+                CLIENT_DEADLINE,
+            )
+            .await;
+            history.record(match response {
+                Ok(response) if response.head.status == 200 => Outcome::Ok,
+                Ok(_) => Outcome::Fail,
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Outcome::Info,
+                Err(_) => Outcome::Fail,
+            });
+        }
+    })
+    .await;
+    ctx.progress.say(&format!(
+        "stalled upstream holds {} requests",
+        ctx.env.upstream.requests()
+    ));
+    Ok(())
+}
