@@ -1,38 +1,65 @@
 //! Spawn + join cost of empty tasks on a 2-worker multi-thread runtime,
 //! side by side in one run: untracked, leakcheck with spawn sites only,
 //! leakcheck with full spawn backtraces, tokio-metrics' `TaskMonitor`, and
-//! console-subscriber. Compare the ratios, not the absolute times (shared,
-//! noisy machines). `cargo bench -p leakcheck --bench spawn_cost`.
+//! console-subscriber.
+//!
+//! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread]`
+//!
+//! A plain bench binary rather than criterion: on a shared 2-core machine the
+//! load drifts over seconds, and criterion measures one variant after the
+//! other. Here every round runs each variant once, in rotating order, and the
+//! medians over rounds are compared, so drift hits all variants alike. Samples
+//! are short (2,000 tasks) and the 10th percentile is reported beside the
+//! median: on a loaded machine the fastest samples are those that ran
+//! undisturbed, the closest thing to the cost on an idle one.
 //!
 //! The tracked variants spawn inside an open `verify_none` scope, as a test
 //! body does, so scope accounting is part of the measured cost.
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use leakcheck::{BacktraceMode, Tracker};
 use tokio::runtime::{Builder, Runtime};
 
-/// Tasks spawned, then joined, per iteration.
+/// Tasks spawned, then joined, per batch.
 const BATCH: usize = 1_000;
+/// Batches per variant per round.
+const BATCHES: usize = 2;
+const DEFAULT_ROUNDS: usize = 200;
+
+fn current_thread() -> bool {
+    std::env::args().any(|arg| arg == "--current-thread")
+}
 
 fn runtime(configure: impl FnOnce(&mut Builder)) -> Runtime {
-    let mut builder = Builder::new_multi_thread();
-    builder.worker_threads(2).enable_all();
+    let mut builder = if std::env::var("CT").is_ok() {
+        Builder::new_current_thread()
+    } else {
+        let mut b = Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    builder.enable_all();
     configure(&mut builder);
     builder.build().unwrap()
 }
 
-/// Times `iters` batches of spawn-all-then-join-all, run inside `block_on`.
-fn spawn_join(
-    runtime: &Runtime,
-    iters: u64,
-    spawn: impl Fn() -> tokio::task::JoinHandle<()>,
-) -> Duration {
+struct Variant {
+    name: &'static str,
+    /// Runs `BATCHES` batches and returns the elapsed time.
+    run: Box<dyn Fn() -> Duration>,
+    samples: Vec<f64>,
+}
+
+/// Times batches of spawn-all-then-join-all inside `block_on`.
+fn spawn_join<F>(runtime: &Runtime, spawn: F) -> Duration
+where
+    F: Fn() -> tokio::task::JoinHandle<()>,
+{
     runtime.block_on(async {
         let mut handles = Vec::with_capacity(BATCH);
         let started = Instant::now();
-        for _ in 0..iters {
+        for _ in 0..BATCHES {
             handles.extend((0..BATCH).map(|_| spawn()));
             for handle in handles.drain(..) {
                 handle.await.unwrap();
@@ -42,64 +69,165 @@ fn spawn_join(
     })
 }
 
-fn tracked(mode: BacktraceMode) -> (Runtime, leakcheck::VerifyGuard) {
+fn tracked(name: &'static str, mode: BacktraceMode) -> Variant {
     let tracker = Tracker::builder().backtrace(mode).build();
     let runtime = runtime(|b| {
         tracker.install(b);
     });
-    let guard = runtime.block_on(async { leakcheck::verify_none() });
-    (runtime, guard)
+    // The scope stays open for the whole run; it is never verified.
+    let scope = runtime.block_on(async { leakcheck::verify_none() });
+    Variant {
+        name,
+        run: Box::new(move || {
+            let _keep = &scope;
+            spawn_join(&runtime, || tokio::spawn(async {}))
+        }),
+        samples: Vec::new(),
+    }
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("spawn_join");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.measurement_time(Duration::from_secs(4));
-
-    let untracked = runtime(|_| {});
-    group.bench_function("untracked", |b| {
-        b.iter_custom(|iters| spawn_join(&untracked, iters, || tokio::spawn(async {})))
-    });
-
-    let (sites, _sites_scope) = tracked(BacktraceMode::Off);
-    group.bench_function("leakcheck_sites", |b| {
-        b.iter_custom(|iters| spawn_join(&sites, iters, || tokio::spawn(async {})))
-    });
-
-    let (full, _full_scope) = tracked(BacktraceMode::Full);
-    group.bench_function("leakcheck_backtraces", |b| {
-        b.iter_custom(|iters| spawn_join(&full, iters, || tokio::spawn(async {})))
-    });
-
-    let monitor = tokio_metrics::TaskMonitor::new();
-    group.bench_function("tokio_metrics_task_monitor", |b| {
-        b.iter_custom(|iters| {
-            spawn_join(&untracked, iters, || {
-                tokio::spawn(monitor.instrument(async {}))
-            })
-        })
-    });
-
-    // console-subscriber instruments tokio's spawn spans through tracing; its
-    // subscriber is installed on this runtime's threads only.
+fn console_subscriber() -> Variant {
     use tracing_subscriber::layer::SubscriberExt;
+    // Instruments tokio's spawn spans through tracing; the subscriber is
+    // installed on this runtime's threads only, its server on loopback.
     let layer = console_subscriber::ConsoleLayer::builder()
         .server_addr(([127, 0, 0, 1], 0))
         .spawn();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
     let on_workers = dispatch.clone();
-    let console = runtime(move |b| {
+    let runtime = runtime(move |b| {
         b.on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&on_workers)));
     });
-    group.bench_function("console_subscriber", |b| {
-        b.iter_custom(|iters| {
+    Variant {
+        name: "console-subscriber",
+        run: Box::new(move || {
             tracing::dispatcher::with_default(&dispatch, || {
-                spawn_join(&console, iters, || tokio::spawn(async {}))
+                spawn_join(&runtime, || tokio::spawn(async {}))
             })
-        })
-    });
-    group.finish();
+        }),
+        samples: Vec::new(),
+    }
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn percentile(samples: &[f64], pct: usize) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() * pct / 100).min(sorted.len() - 1)]
+}
+
+/// Runs `rounds` rounds of every variant, in rotating order.
+fn measure(variants: &mut [Variant], rounds: usize) {
+    // Warm-up: first symbol loads, runtime thread start, allocator growth.
+    for variant in variants.iter() {
+        (variant.run)();
+    }
+    let tasks_per_sample = (BATCH * BATCHES) as f64;
+    let count = variants.len();
+    for round in 0..rounds {
+        for i in 0..count {
+            let variant = &mut variants[(round + i) % count];
+            let elapsed = (variant.run)();
+            variant
+                .samples
+                .push(elapsed.as_nanos() as f64 / tasks_per_sample);
+        }
+    }
+}
+
+/// Prints each variant against the first one.
+fn print(title: &str, variants: &[Variant]) {
+    let baseline_p10 = percentile(&variants[0].samples, 10);
+    let baseline_p50 = percentile(&variants[0].samples, 50);
+    println!("{title}");
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>13} {:>12}",
+        "variant", "p10 ns", "median ns", "p90 ns", "ratio at p10", "ratio median"
+    );
+    for variant in variants {
+        let p10 = percentile(&variant.samples, 10);
+        let p50 = percentile(&variant.samples, 50);
+        let p90 = percentile(&variant.samples, 90);
+        println!(
+            "{:<28} {:>10.0} {:>10.0} {:>10.0} {:>12.2}x {:>11.2}x",
+            variant.name,
+            p10,
+            p50,
+            p90,
+            p10 / baseline_p10,
+            p50 / baseline_p50
+        );
+    }
+    println!();
+}
+
+fn untracked() -> Variant {
+    let runtime = runtime(|_| {});
+    Variant {
+        name: "untracked",
+        run: Box::new(move || spawn_join(&runtime, || tokio::spawn(async {}))),
+        samples: Vec::new(),
+    }
+}
+
+fn main() {
+    let rounds = std::env::args()
+        .skip(1)
+        .find_map(|arg| arg.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_ROUNDS);
+    let monitored = runtime(|_| {});
+    let monitor = tokio_metrics::TaskMonitor::new();
+    let mut variants = vec![
+        untracked(),
+        tracked("leakcheck, spawn sites", BacktraceMode::Off),
+        tracked("leakcheck, full backtraces", BacktraceMode::Full),
+        // tokio's hook mechanism itself, with hooks that do nothing.
+        Variant {
+            name: "empty hooks",
+            run: Box::new({
+                let runtime = runtime(|b| {
+                    b.on_task_spawn(|meta| {
+                        std::hint::black_box(meta.id());
+                    })
+                    .on_task_terminate(|meta| {
+                        std::hint::black_box(meta.id());
+                    });
+                });
+                move || spawn_join(&runtime, || tokio::spawn(async {}))
+            }),
+            samples: Vec::new(),
+        },
+        Variant {
+            name: "tokio-metrics TaskMonitor",
+            run: Box::new(move || {
+                spawn_join(&monitored, || tokio::spawn(monitor.instrument(async {})))
+            }),
+            samples: Vec::new(),
+        },
+    ];
+    measure(&mut variants, rounds);
+    print(
+        &format!(
+            "spawn+join of empty tasks, {} runtime, {rounds} interleaved rounds of {} tasks",
+            if current_thread() {
+                "current-thread"
+            } else {
+                "2-worker multi-thread"
+            },
+            BATCH * BATCHES
+        ),
+        &variants,
+    );
+    // console-subscriber's aggregator thread keeps a core busy from the
+    // moment it starts, which would slow every other variant: it gets a phase
+    // of its own, against a fresh untracked baseline.
+    if rounds > 0 {
+        return;
+    }
+    let console_rounds = (rounds / 10).max(5);
+    let mut variants = vec![untracked(), console_subscriber()];
+    measure(&mut variants, console_rounds);
+    print(
+        &format!("console-subscriber phase, {console_rounds} interleaved rounds"),
+        &variants,
+    );
+}

@@ -36,18 +36,17 @@ impl TaskView {
     }
 }
 
-/// Live tasks selected by `keep` (all of them when `None`), with their parent
-/// chains.
+/// Live tasks of `scope` (all of them when `None`), with their parent chains.
 pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskView> {
     let inner = &tracker.inner;
-    let now_ns = inner.epoch.elapsed().as_nanos() as u64;
+    let now_ns = crate::clock::now_ns();
     let mut parents: FxHashMap<NonZeroU64, Option<NonZeroU64>> = FxHashMap::default();
     let mut picked = Vec::new();
     inner.registry.for_each(|id, record| {
         parents.insert(id, record.parent);
         let member = match scope {
             None => true,
-            Some(scope) => record.ctx.as_ref().is_some_and(|ctx| ctx.contains(scope)),
+            Some(scope) => record.context().is_some_and(|ctx| ctx.contains(scope)),
         };
         if member {
             picked.push(TaskView {
@@ -57,8 +56,7 @@ pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskVi
                 age_ms: now_ns.saturating_sub(record.spawned_ns) / 1_000_000,
                 stack: record.stack,
                 label: record
-                    .ctx
-                    .as_ref()
+                    .context()
                     .and_then(|ctx| ctx.label.as_ref().map(|l| l.name.clone())),
             });
         }

@@ -101,6 +101,7 @@
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
 mod capture;
+mod clock;
 mod collect;
 mod dump;
 mod harness;

@@ -8,12 +8,12 @@ use std::hash::Hasher;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
-use crate::registry::{Context, Label, Registry, Scope};
+use crate::registry::{Context, ContextRef, Label, Record, Registry, Scope};
 use crate::report::Snapshot;
 use crate::settings::{BacktraceMode, Mode, Settings};
 
@@ -46,7 +46,6 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     pub(crate) ignore: Vec<String>,
     pub(crate) registry: Registry,
-    pub(crate) epoch: Instant,
     /// Scopes not yet closed, for tasks whose parent is unknown.
     open: Mutex<Vec<Arc<Scope>>>,
     open_count: AtomicUsize,
@@ -177,18 +176,23 @@ impl Tracker {
         inner.open.lock().push(scope.clone());
         inner.open_count.fetch_add(1, Ordering::AcqRel);
         let owner = tokio::task::try_id().map(task_id);
+        // The new scope's tasks also belong to every scope the owner is in.
         let base = match owner {
-            Some(task) => inner
-                .task_anchor(task)
-                .or_else(|| inner.registry.context_of(task).ok().flatten()),
-            None => thread_anchor(inner),
+            Some(task) => match inner.task_anchor(task) {
+                Some(anchor) => Some(ContextParts::of(anchor.get())),
+                None => inner
+                    .registry
+                    .with_context(task, |ctx| ctx.map(ContextParts::of))
+                    .ok()
+                    .flatten(),
+            },
+            None => thread_anchor(inner).map(|anchor| ContextParts::of(anchor.get())),
         };
-        let mut scopes: Vec<Arc<Scope>> =
-            base.as_ref().map(|c| c.scopes.to_vec()).unwrap_or_default();
+        let (mut scopes, label) = base.unwrap_or_default();
         scopes.push(scope.clone());
         let ctx = Arc::new(Context {
             scopes: scopes.into(),
-            label: base.and_then(|c| c.label.clone()),
+            label,
         });
         let anchor = Anchor {
             scope: scope.clone(),
@@ -256,7 +260,22 @@ thread_local! {
     static THREAD_ANCHORS: RefCell<Vec<(usize, Anchor)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn thread_anchor(inner: &Arc<Inner>) -> Option<Arc<Context>> {
+/// A context's scopes and label, copied out to build a new context.
+type ContextParts = (Vec<Arc<Scope>>, Option<Arc<Label>>);
+
+trait CopyParts {
+    fn of(ctx: &Context) -> Self;
+}
+
+impl CopyParts for ContextParts {
+    fn of(ctx: &Context) -> Self {
+        (ctx.scopes.to_vec(), ctx.label.clone())
+    }
+}
+
+/// The innermost scope anchored on this thread for `inner`, borrowed: the
+/// anchor cannot be removed while this thread is inside a spawn hook.
+fn thread_anchor(inner: &Arc<Inner>) -> Option<ContextRef> {
     let key = Arc::as_ptr(inner) as usize;
     THREAD_ANCHORS
         .try_with(|anchors| {
@@ -265,14 +284,14 @@ fn thread_anchor(inner: &Arc<Inner>) -> Option<Arc<Context>> {
                 .iter()
                 .rev()
                 .find(|(k, _)| *k == key)
-                .map(|(_, a)| a.ctx.clone())
+                .map(|(_, a)| ContextRef::borrow(&a.ctx))
         })
         .ok()
         .flatten()
 }
 
 impl Inner {
-    fn task_anchor(&self, task: NonZeroU64) -> Option<Arc<Context>> {
+    fn task_anchor(&self, task: NonZeroU64) -> Option<ContextRef> {
         if self.anchor_count.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -280,26 +299,26 @@ impl Inner {
             .lock()
             .get(&task)
             .and_then(|list| list.last())
-            .map(|a| a.ctx.clone())
+            .map(|a| ContextRef::Owned(a.ctx.clone()))
     }
 
     /// Every open scope: the conservative answer for a task whose spawner is
     /// unknown (a `spawn_blocking` closure, a foreign thread).
-    fn all_open(&self) -> Option<Arc<Context>> {
+    fn all_open(&self) -> Option<ContextRef> {
         if self.open_count.load(Ordering::Acquire) == 0 {
             return None;
         }
         let scopes: Box<[Arc<Scope>]> = self.open.lock().iter().cloned().collect();
         (!scopes.is_empty()).then(|| {
-            Arc::new(Context {
+            ContextRef::Owned(Arc::new(Context {
                 scopes,
                 label: None,
-            })
+            }))
         })
     }
 
     /// Which scopes and label a task spawned by `parent` belongs to.
-    fn context_for(self: &Arc<Self>, parent: Option<NonZeroU64>) -> Option<Arc<Context>> {
+    fn context_for(self: &Arc<Self>, parent: Option<NonZeroU64>) -> Option<ContextRef> {
         let label = crate::label::current();
         let inherited = match parent {
             None => thread_anchor(self).or_else(|| self.all_open()),
@@ -311,7 +330,7 @@ impl Inner {
                 {
                     None
                 }
-                None => match self.registry.context_of(parent) {
+                None => match self.registry.context_of_spawner(parent) {
                     Ok(ctx) => ctx,
                     Err(()) => self.all_open(),
                 },
@@ -320,14 +339,18 @@ impl Inner {
         match (inherited, label) {
             (ctx, None) => ctx,
             (Some(ctx), Some(label))
-                if ctx.label.as_ref().is_some_and(|l| Arc::ptr_eq(l, &label)) =>
+                if ctx
+                    .get()
+                    .label
+                    .as_ref()
+                    .is_some_and(|l| Arc::ptr_eq(l, &label)) =>
             {
                 Some(ctx)
             }
-            (ctx, Some(label)) => Some(Arc::new(Context {
-                scopes: ctx.map(|c| c.scopes.clone()).unwrap_or_default(),
+            (ctx, Some(label)) => Some(ContextRef::Owned(Arc::new(Context {
+                scopes: ctx.map(|c| c.get().scopes.clone()).unwrap_or_default(),
                 label: Some(label),
-            })),
+            }))),
         }
     }
 
@@ -345,17 +368,9 @@ impl Inner {
             BacktraceMode::Full => crate::capture::capture(),
             BacktraceMode::Off => None,
         };
-        crate::registry::enter(&ctx);
-        let record = crate::registry::Record {
-            site: meta.spawned_at(),
-            parent,
-            spawned_ns: self.epoch.elapsed().as_nanos() as u64,
-            stack,
-            ctx,
-        };
-        if let Some(label) = self.registry.insert(id, record) {
-            self.drained(&label);
-        }
+        let spawned_ns = crate::clock::now_ns();
+        let record = Record::new(meta.spawned_at(), parent, spawned_ns, stack);
+        self.registry.insert(id, record, ctx);
         if let Some(hook) = &self.user_spawn {
             hook(meta);
         }
@@ -537,7 +552,6 @@ impl TrackerBuilder {
                 settings: self.settings,
                 ignore: self.ignore,
                 registry: Registry::default(),
-                epoch: Instant::now(),
                 open: Mutex::new(Vec::new()),
                 open_count: AtomicUsize::new(0),
                 anchors: Mutex::new(FxHashMap::default()),

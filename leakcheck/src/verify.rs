@@ -157,7 +157,7 @@ impl VerifyGuard {
             State::Tracked { tracker, open } => {
                 tracker.close_scope(&open);
                 let deadline = tokio::time::Instant::now() + self.grace;
-                if open.scope.drained(deadline).await {
+                if tracker.inner.registry.drained(&open.scope, deadline).await {
                     return Ok(());
                 }
                 self.tracked_report(&tracker, &open.scope, true).await
@@ -243,13 +243,17 @@ impl VerifyGuard {
         match state {
             State::Tracked { tracker, open } => {
                 tracker.close_scope(&open);
-                if open.scope.live() == 0 {
+                if tracker.inner.registry.scope_live(&open.scope) == 0 {
                     return None;
                 }
                 if self.handle.runtime_flavor() == RuntimeFlavor::MultiThread {
                     let deadline = std::time::Instant::now() + self.grace;
-                    let drained =
-                        tokio::task::block_in_place(|| open.scope.drained_blocking(deadline));
+                    let drained = tokio::task::block_in_place(|| {
+                        tracker
+                            .inner
+                            .registry
+                            .drained_blocking(&open.scope, deadline)
+                    });
                     if drained {
                         return None;
                     }

@@ -62,11 +62,9 @@ fn joinset_kept_alive_is_caught() {
 fn task_builder_spawn_is_caught() {
     let mut line = 0;
     let report = scoped(Flavor::Current, GRACE, || async {
+        let builder = tokio::task::Builder::new().name("named-leak");
         line = line!() + 1;
-        tokio::task::Builder::new()
-            .name("named-leak")
-            .spawn(forever())
-            .unwrap();
+        builder.spawn(forever()).unwrap();
     })
     .unwrap_err();
     assert_site(&report, line);

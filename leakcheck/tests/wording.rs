@@ -26,7 +26,7 @@ async fn report_groups_by_workspace_relative_site() {
 
 #[leakcheck::test(grace = "20ms")]
 #[should_panic(
-    expected = "hint: the task spawned at leakcheck/tests/wording.rs:30:5 is still running"
+    expected = "hint: the task spawned at leakcheck/tests/wording.rs:32:5 is still running"
 )]
 async fn report_ends_with_a_hint_naming_the_site() {
     tokio::spawn(std::future::pending::<()>());
@@ -138,7 +138,7 @@ fn github_actions_gets_an_annotation_at_the_spawn_site() {
         .find(|l| l.starts_with("::error "))
         .unwrap_or_else(|| panic!("no annotation on stdout:\n{stdout}"));
     assert!(
-        line.starts_with("::error file=leakcheck/tests/wording.rs,line=48,col=5,title=leakcheck%3A leaked task::1 task spawned here outlived test `wording::fixture_leaky`"),
+        line.starts_with("::error file=leakcheck/tests/wording.rs,line=50,col=5,title=leakcheck%3A leaked task::1 task spawned here outlived test `wording::fixture_leaky`"),
         "{line}"
     );
 }
