@@ -73,6 +73,8 @@ pub struct ResourcePoint {
     pub live_tasks: Option<u64>,
     /// Open fds, while the process exists.
     pub open_fds: Option<u64>,
+    /// How long the live-task reading took, in ms.
+    pub read_ms: Option<f64>,
 }
 
 /// A named moment of a run (storm, heal, quiesced, sigterm…).
@@ -183,11 +185,14 @@ impl Sampler {
                     ticks.tick().await;
                     let at_ms = millis_since(origin);
                     let open_fds = endpoints.open_fds();
+                    let asked = Instant::now();
                     let live_tasks = endpoints.live_tasks().await.ok();
+                    let read_ms = live_tasks.map(|_| asked.elapsed().as_secs_f64() * 1000.0);
                     recorded.lock().timeline.resources.push(ResourcePoint {
                         at_ms,
                         live_tasks,
                         open_fds,
+                        read_ms,
                     });
                 }
             })
@@ -303,16 +308,19 @@ mod tests {
                     at_ms: 0,
                     live_tasks: Some(3),
                     open_fds: None,
+                    read_ms: None,
                 },
                 ResourcePoint {
                     at_ms: 1,
                     live_tasks: None,
                     open_fds: Some(40),
+                    read_ms: None,
                 },
                 ResourcePoint {
                     at_ms: 2,
                     live_tasks: Some(9),
                     open_fds: Some(12),
+                    read_ms: None,
                 },
             ],
             ..Timeline::default()

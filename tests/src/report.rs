@@ -402,11 +402,13 @@ mod tests {
                     at_ms: 0,
                     live_tasks: Some(5),
                     open_fds: Some(20),
+                    read_ms: None,
                 },
                 ResourcePoint {
                     at_ms: 100,
                     live_tasks: Some(500),
                     open_fds: Some(520),
+                    read_ms: None,
                 },
             ],
             phases: vec![

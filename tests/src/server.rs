@@ -26,6 +26,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LEAK_EXIT_CODE: i32 = 3;
 /// Most stderr kept from one server run (a leak report of thousands of tasks fits).
 const MAX_STDERR_BYTES: usize = 32 * 1024 * 1024;
+/// The `/metrics` line carrying the tracker's live task count (followed by the value).
+const LIVE_TASKS_METRIC: &str = "leakcheck_live_tasks ";
 /// The only leak report / snapshot schema this suite reads.
 const SCHEMA_VERSION: u32 = 1;
 
@@ -184,8 +186,27 @@ impl Endpoints {
         Ok(started.elapsed())
     }
 
-    /// Live tracked tasks (`live` of `/debug/tasks`).
+    /// Live tracked tasks: `leakcheck_live_tasks` of `/metrics` — the tracker's count, as
+    /// `live` of `/debug/tasks`, without the cost of a snapshot (which symbolizes stacks on the
+    /// server's runtime and, sampled during a storm, delayed its probes by up to a second).
+    /// Falls back to `/debug/tasks` when the metric is missing.
     pub async fn live_tasks(&self) -> Result<u64> {
+        let response = self.get("/metrics", Duration::from_secs(10)).await?;
+        if response.head.status == 200 {
+            let text = String::from_utf8_lossy(&response.body);
+            let live = text
+                .lines()
+                .find_map(|line| line.strip_prefix(LIVE_TASKS_METRIC))
+                .and_then(|value| value.trim().parse().ok());
+            if let Some(live) = live {
+                return Ok(live);
+            }
+        }
+        self.snapshot_live_tasks().await
+    }
+
+    /// Live tracked tasks (`live` of `/debug/tasks`).
+    pub async fn snapshot_live_tasks(&self) -> Result<u64> {
         let response = self.get("/debug/tasks", Duration::from_secs(10)).await?;
         let snapshot: SnapshotHead = parse_json("/debug/tasks", &response)?;
         check_schema("/debug/tasks", snapshot.schema_version)?;
@@ -299,6 +320,10 @@ impl ServerProcess {
         let _ = std::fs::remove_file(leak_report);
         let mut child = Command::new(binary)
             .args(args)
+            // A caller's RUST_BACKTRACE=1 would make every /panic symbolize a backtrace on a
+            // runtime worker (a ~1 s stall in a panic storm): the campaign must not depend on it.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .arg("--leak-report")
             .arg(leak_report)
             .stdin(Stdio::null())

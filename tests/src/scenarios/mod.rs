@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::faults::dns::FakeDns;
 use crate::faults::proxy::FaultProxy;
 use crate::faults::upstream::Upstream;
-use crate::history::{Counts, History};
+use crate::history::{Counts, History, Outcome};
 use crate::measure::{self, Latencies, PROBE_DEADLINE, Sampler, Timeline};
 use crate::server::{Endpoints, LEAK_EXIT_CODE, ServerProcess, SiteCount};
 
@@ -33,8 +33,11 @@ use crate::server::{Endpoints, LEAK_EXIT_CODE, ServerProcess, SiteCount};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// First-byte / header deadline given to the server.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
-/// Whole-request deadline given to the server.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Whole-request deadline given to the server. Deliberately longer than [`QUIESCE_BOUND`]:
+/// it is the server's last-resort defense, and each seeded bug removes a more specific one
+/// (pool acquire, panic watch…). With a short whole-request deadline those leaks would end by
+/// themselves before the verdict and go unseen; in fixed mode nothing may depend on it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Write deadline given to the server.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// DNS deadline given to the server.
@@ -47,8 +50,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub const MAX_CONNECTIONS: usize = 12_000;
 /// The upstream's host name; resolved by the fake DNS server.
 pub const UPSTREAM_HOST: &str = "upstream.chaos.test";
-/// How long a well-behaved client waits for a response: past the server's request deadline,
-/// so a fixed server always answers first.
+/// How long a client waits for a response before it gives up (`info`) and vanishes (its
+/// socket is parked); every specific server deadline is well below it.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest storm; a storm still running then is cut short (and the run says so).
 pub const STORM_BOUND: Duration = Duration::from_secs(90);
@@ -134,11 +137,10 @@ impl Scenario {
         }
     }
 
-    fn uses_upstream(self) -> bool {
-        matches!(
-            self,
-            Scenario::CancelStorm | Scenario::DnsHang | Scenario::PoolExhaustion
-        )
+    /// Whether the warm-up opens a pooled upstream connection. Not for dns-hang: a pooled
+    /// connection would spare the requests their lookup.
+    fn warms_the_pool(self) -> bool {
+        matches!(self, Scenario::CancelStorm | Scenario::PoolExhaustion)
     }
 
     async fn storm(self, ctx: &StormContext<'_>) -> Result<()> {
@@ -794,7 +796,7 @@ async fn warm_up(scenario: Scenario, endpoints: &Endpoints, progress: &Progress)
             break;
         }
     }
-    if scenario.uses_upstream() {
+    if scenario.warms_the_pool() {
         match crate::http::get(endpoints.http, "/proxy", &[], CLIENT_DEADLINE).await {
             Ok(response) if response.head.status == 200 => {}
             Ok(response) => {
@@ -823,24 +825,49 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Runs `batches` of `client` futures, `per_batch` at a time, starting a batch every `spacing`
-/// whether or not the previous one finished (an open-loop load, as real clients arrive); the
-/// futures are given their global index.
+/// `GET path` with `x-request-id`: `ok` on 200, `fail` on another status or a broken
+/// connection, `info` when [`CLIENT_DEADLINE`] passes first — then the client vanishes
+/// without closing (its socket is parked), so the server cannot lean on the client's FIN.
+async fn get_or_park(addr: std::net::SocketAddr, path: &str, request_id: &str, history: &History) {
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = crate::http::get_request(path, &[("x-request-id", request_id)]);
+        stream.write_all(&request).await.ok()?;
+        let mut buffered = Vec::new();
+        let waited = tokio::time::timeout(
+            CLIENT_DEADLINE,
+            crate::http::read_head(&mut stream, &mut buffered),
+        )
+        .await;
+        Some(match waited {
+            Ok(Ok(head)) if head.status == 200 => Outcome::Ok,
+            Ok(_) => Outcome::Fail,
+            Err(_) => {
+                history.park(stream);
+                Outcome::Info
+            }
+        })
+    };
+    history.record(exchange.await.unwrap_or(Outcome::Fail));
+}
+
+/// Starts `total` `client` futures, `per_batch` per `spacing`, whether or not earlier ones
+/// finished (an open-loop load, as real clients arrive), spread evenly inside each period so
+/// connects do not arrive as one burst (which would overflow the listen backlog and measure
+/// SYN retransmits instead of the server); the futures get their global index.
 async fn open_loop<F, Fut>(total: usize, per_batch: usize, spacing: Duration, mut client: F)
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut clients = tokio::task::JoinSet::new();
-    let mut next_batch = Instant::now();
-    let mut index = 0;
-    while index < total {
-        tokio::time::sleep_until(next_batch).await;
-        for _ in 0..per_batch.min(total - index) {
-            clients.spawn(client(index));
-            index += 1;
-        }
-        next_batch += spacing;
+    let gap = spacing / u32::try_from(per_batch.max(1)).unwrap_or(u32::MAX);
+    let mut next_start = Instant::now();
+    for index in 0..total {
+        tokio::time::sleep_until(next_start).await;
+        clients.spawn(client(index));
+        next_start += gap;
     }
     while clients.join_next().await.is_some() {}
 }

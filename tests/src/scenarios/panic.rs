@@ -7,10 +7,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use super::{StormContext, get_or_park, open_loop, request_id_prefix};
 use crate::error::Result;
-use crate::history::Outcome;
-use crate::http;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     let requests = ctx.scale.pick(600, 40);
@@ -29,19 +27,7 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
         let path = paths[index];
         let request_id = format!("{prefix}{index}");
         async move {
-            let response = http::get(
-                addr,
-                path,
-                &[("x-request-id", &request_id)],
-                CLIENT_DEADLINE,
-            )
-            .await;
-            history.record(match response {
-                Ok(response) if response.head.status == 200 => Outcome::Ok,
-                Ok(_) => Outcome::Fail,
-                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Outcome::Info,
-                Err(_) => Outcome::Fail,
-            });
+            get_or_park(addr, path, &request_id, &history).await;
         }
     })
     .await;
