@@ -40,6 +40,9 @@ pub struct TestConfig {
     pub ignore: &'static [&'static str],
     /// `mode = "…"`, overriding the environment.
     pub mode: Option<Mode>,
+    /// The test is `#[should_panic]`: its leak report is an expected outcome,
+    /// so it is not written to the report directory nor annotated.
+    pub expects_panic: bool,
 }
 
 /// Runs a test body on a fresh tracked runtime and checks it leaked nothing.
@@ -103,14 +106,18 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
         (Err(panic), verdict) => {
             // The body's own panic is the failure; leaks follow it as context.
             if let Err(report) = verdict {
-                crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+                if !config.expects_panic {
+                    crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+                }
                 eprintln!("{report}");
             }
             resume_unwind(panic)
         }
         (Ok(output), Ok(())) => output,
         (Ok(output), Err(report)) => {
-            crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+            if !config.expects_panic {
+                crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+            }
             match tracker.mode() {
                 Mode::Fail => panic!("{report}"),
                 Mode::Warn => {

@@ -183,3 +183,25 @@ fn common_report() -> leakcheck::LeakReport {
         })
         .unwrap_err()
 }
+
+#[test]
+fn expected_leak_of_a_should_panic_test_is_not_published() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-expected-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["leak_fails_with_count_and_name", "--exact", "--nocapture"]);
+    command
+        .env("GITHUB_ACTIONS", "true")
+        .env("LEAKCHECK_REPORT_DIR", &dir);
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the should_panic test passes: {stdout}"
+    );
+    assert!(
+        !stdout.contains("::error"),
+        "no annotation for an expected leak: {stdout}"
+    );
+    assert!(!dir.exists(), "no report file for an expected leak");
+}

@@ -70,6 +70,9 @@ fn expand(args: &args::Args, function: ItemFn) -> syn::Result<TokenStream> {
         None => quote!(::core::option::Option::None),
     };
     let ignore = &args.ignore;
+    // A test that expects to panic (often: to fail with a leak) must not
+    // publish its report as a real failure.
+    let expects_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
     let mode = match args.mode {
         Some(Mode::Fail) => quote!(::core::option::Option::Some(#krate::__private::Mode::Fail)),
         Some(Mode::Warn) => quote!(::core::option::Option::Some(#krate::__private::Mode::Warn)),
@@ -99,6 +102,7 @@ fn expand(args: &args::Args, function: ItemFn) -> syn::Result<TokenStream> {
                     grace: #grace,
                     ignore: &[#(#ignore),*],
                     mode: #mode,
+                    expects_panic: #expects_panic,
                 },
                 body,
             )
