@@ -13,7 +13,7 @@ pub enum Bug {
     NoDnsTimeout,
     /// No pool acquire deadline: with the upstream stalled, /proxy requests queue on the pool without bound instead of failing fast with 503.
     NoPoolAcquireTimeout,
-    /// /work and /stream spawn their lease keeper detached instead of in the request's scope: it keeps running forever after the response, even after a client abort.
+    /// /work, /stream and /panic?child=1 spawn their lease keeper detached instead of in the request's scope: it keeps running forever after the response, even after a client abort.
     DetachedRequestTask,
     /// No write deadline: a client that stops reading a /stream pins the connection task and the request's tasks for as long as it stays connected.
     NoWriteTimeout,

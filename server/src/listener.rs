@@ -207,6 +207,7 @@ async fn serve_http<I>(
     builder
         .timer(TokioTimer::new())
         .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
         .header_read_timeout(context.header_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     let mut connection = std::pin::pin!(connection);

@@ -281,12 +281,9 @@ impl Upstream {
 
     /// Resolves `host`, sharing one lookup task among concurrent requests for the same name.
     async fn resolve(self: &Arc<Self>, host: &str) -> Result<IpAddr, UpstreamError> {
-        let mut answer = self
-            .lookups
-            .lock()
-            .get(host)
-            .cloned()
-            .unwrap_or_else(|| self.start_lookup(host));
+        // The guard must be gone before `start_lookup` locks again.
+        let pending = self.lookups.lock().get(host).cloned();
+        let mut answer = pending.unwrap_or_else(|| self.start_lookup(host));
         let settled = answer.wait_for(Option::is_some);
         let settled = match self.dns_timeout {
             Some(deadline) => timeout(deadline, settled).await.map_err(|_| {

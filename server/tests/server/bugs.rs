@@ -1,0 +1,224 @@
+//! Every `--bug`: the defense it removes is gone, and the leak it causes is visible in
+//! /debug/tasks or the shutdown verification, named by a spawn site in server code.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use leakcheck_server::{Bug, Config, RunningServer};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Long enough past every `SHORT` deadline that a defended server would have cut the client.
+const WELL_PAST_THE_DEADLINE: Duration = Duration::from_millis(1200);
+
+/// Connection tasks older than `age`.
+fn connections_older_than(snapshot: &Value, age: Duration) -> Vec<Value> {
+    tasks_where(snapshot, |site, task| {
+        site["file"] == "server/src/listener.rs"
+            && task["age_ms"].as_u64().unwrap_or(0) >= age.as_millis() as u64
+    })
+}
+
+/// The files named by a leak report's sites.
+fn report_sites(report: &leakcheck::LeakReport) -> Vec<String> {
+    let json: Value = serde_json::from_str(&report.to_json()).unwrap();
+    json["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["site"]["file"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn silent_client_pins_a_connection(server: &RunningServer, port: std::net::SocketAddr) {
+    let _silent = TcpStream::connect(port).await.unwrap();
+    let snapshot = wait_for_tasks(
+        server,
+        "a connection task older than the deadline",
+        |snapshot| !connections_older_than(snapshot, WELL_PAST_THE_DEADLINE).is_empty(),
+    )
+    .await;
+    assert_server_sites(&connections_older_than(&snapshot, WELL_PAST_THE_DEADLINE));
+}
+
+#[tokio::test]
+async fn no_tls_handshake_timeout_pins_a_connection_task() {
+    let server = start(with_bug(Bug::NoTlsHandshakeTimeout));
+    silent_client_pins_a_connection(&server, server.bound().https).await;
+    assert!(
+        stop(server).await.leaks.is_none(),
+        "shutdown still cancels the pinned connection"
+    );
+}
+
+#[tokio::test]
+async fn no_header_timeout_pins_a_connection_task() {
+    let server = start(with_bug(Bug::NoHeaderTimeout));
+    silent_client_pins_a_connection(&server, server.bound().http).await;
+    assert!(
+        stop(server).await.leaks.is_none(),
+        "shutdown still cancels the pinned connection"
+    );
+}
+
+#[tokio::test]
+async fn no_dns_timeout_leaks_the_lookup_task_past_shutdown() {
+    let silent = silent_dns().await;
+    let server = start(Config {
+        upstream: Some("http://upstream.test:9/".to_owned()),
+        dns_server: Some(silent.local_addr().unwrap()),
+        request_timeout: Duration::from_millis(500),
+        ..with_bug(Bug::NoDnsTimeout)
+    });
+    let reply = get(&server, "/proxy").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "only the whole-request deadline answers: {}",
+        reply.body
+    );
+    let snapshot = tasks(&server).await;
+    let lookups = spawned_in(&snapshot, "server/src/upstream.rs");
+    assert_eq!(
+        lookups.len(),
+        1,
+        "the lookup outlives its request: {snapshot:#}"
+    );
+    let report = stop(server)
+        .await
+        .leaks
+        .expect("the hung lookup is reported at shutdown");
+    assert!(
+        report_sites(&report)
+            .iter()
+            .any(|file| file == "server/src/upstream.rs"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn no_pool_acquire_timeout_queues_requests_until_the_request_deadline() {
+    let (stalled, _stalled_task) = stalled_upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.port())),
+        pool_size: 1,
+        request_timeout: Duration::from_secs(2),
+        ..with_bug(Bug::NoPoolAcquireTimeout)
+    });
+    let http = server.bound().http;
+    let holder =
+        tokio::spawn(
+            async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await },
+        );
+    wait_for_tasks(
+        &server,
+        "the first /proxy to hold the only slot",
+        |snapshot| !spawned_in(snapshot, "server/src/upstream.rs").is_empty(),
+    )
+    .await;
+    let queued =
+        tokio::spawn(
+            async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await },
+        );
+    // Well past the 200 ms acquire deadline, the queued request's connection is still parked.
+    let snapshot = wait_for_tasks(
+        &server,
+        "two /proxy connections parked past the acquire deadline",
+        |snapshot| connections_older_than(snapshot, Duration::from_millis(800)).len() >= 2,
+    )
+    .await;
+    assert_server_sites(&connections_older_than(
+        &snapshot,
+        Duration::from_millis(800),
+    ));
+    for reply in [holder.await.unwrap(), queued.await.unwrap()] {
+        let reply = reply.expect("answered at the request deadline");
+        assert!(
+            reply.starts_with("HTTP/1.1 503") && !reply.contains("pool exhausted"),
+            "{reply}"
+        );
+    }
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn detached_request_task_outlives_the_response_and_the_server() {
+    let server = start(with_bug(Bug::DetachedRequestTask));
+    let reply = get_with_id(&server, "/work?children=2", "detached").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let snapshot = tasks(&server).await;
+    let left = labeled(&snapshot, "detached");
+    assert_eq!(
+        left.len(),
+        1,
+        "the lease keeper runs on after the response: {snapshot:#}"
+    );
+    assert_server_sites(&left);
+    let report = stop(server)
+        .await
+        .leaks
+        .expect("the detached lease keeper is reported at shutdown");
+    assert_eq!(report_sites(&report), ["server/src/routes.rs"], "{report}");
+}
+
+#[tokio::test]
+async fn no_write_timeout_lets_a_slow_reader_pin_the_request() {
+    let server = start(with_bug(Bug::NoWriteTimeout));
+    let mut reader = TcpStream::connect(server.bound().http).await.unwrap();
+    reader.write_all(b"GET /stream?chunks=64&interval_ms=1&size=1048576 HTTP/1.1\r\nHost: x\r\nx-request-id: stuck\r\n\r\n").await.unwrap();
+    let snapshot = wait_for_tasks(
+        &server,
+        "the stuck stream's tasks to outlive the write deadline",
+        |snapshot| {
+            let stuck = labeled(snapshot, "stuck");
+            stuck.len() == 2
+                && stuck.iter().all(|task| {
+                    task["age_ms"].as_u64().unwrap_or(0)
+                        >= WELL_PAST_THE_DEADLINE.as_millis() as u64
+                })
+        },
+    )
+    .await;
+    assert_server_sites(&labeled(&snapshot, "stuck"));
+    drop(reader);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn uncaught_panic_in_child_hangs_the_request_and_its_tasks() {
+    let server = start(Config {
+        request_timeout: Duration::from_secs(2),
+        ..with_bug(Bug::UncaughtPanicInChild)
+    });
+    let http = server.bound().http;
+    let request = tokio::spawn(async move {
+        raw_exchange(
+            http,
+            b"GET /panic?child=1 HTTP/1.1\r\nHost: x\r\nx-request-id: orphaned\r\n\r\n",
+        )
+        .await
+    });
+    let snapshot = wait_for_tasks(
+        &server,
+        "the request's lease keeper to outlive the child's panic",
+        |snapshot| {
+            labeled(snapshot, "orphaned")
+                .iter()
+                .any(|task| task["age_ms"].as_u64().unwrap_or(0) >= 1000)
+        },
+    )
+    .await;
+    assert_server_sites(&labeled(&snapshot, "orphaned"));
+    let reply = request
+        .await
+        .unwrap()
+        .expect("answered at the request deadline");
+    assert!(
+        reply.starts_with("HTTP/1.1 503"),
+        "the panic went unnoticed until the deadline: {reply}"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}

@@ -1,0 +1,309 @@
+//! Every defense, driven by a hostile client over loopback; afterwards /debug/tasks is back at its baseline.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use leakcheck_server::Config;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Waits until the server's live tasks are back at `baseline` and no connection is open.
+async fn back_to_baseline(server: &leakcheck_server::RunningServer, baseline: u64) {
+    wait_for_tasks(server, "live tasks to return to the baseline", |snapshot| {
+        snapshot["live"].as_u64() == Some(baseline)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_cut_after_the_header_timeout() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let connected = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.bound().http).await.unwrap();
+    let mut half_head = TcpStream::connect(server.bound().http).await.unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    for client in [&mut silent, &mut half_head] {
+        time_until_closed(client)
+            .await
+            .expect("the server closes the connection");
+        let took = connected.elapsed();
+        assert!(
+            took >= SHORT / 2 && took < SHORT * 10,
+            "cut after {took:?}, header timeout {SHORT:?}"
+        );
+    }
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let server = start(config());
+    let mut stream = TcpStream::connect(server.bound().http).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let took = time_until_closed(&mut stream)
+        .await
+        .expect("the idle keep-alive connection is closed");
+    assert!(took < SHORT * 10, "closed after {took:?}");
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let connected = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.bound().https).await.unwrap();
+    // A TLS record header announcing 512 bytes of ClientHello, then only a few of them.
+    let mut partial = TcpStream::connect(server.bound().https).await.unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .await
+        .unwrap();
+    for client in [&mut silent, &mut partial] {
+        time_until_closed(client)
+            .await
+            .expect("the server closes the connection");
+        let took = connected.elapsed();
+        assert!(
+            took >= SHORT / 2 && took < SHORT * 10,
+            "cut after {took:?}, handshake timeout {SHORT:?}"
+        );
+    }
+    back_to_baseline(&server, baseline).await;
+    let metrics = get(&server, "/metrics").await.body;
+    assert!(
+        metrics.contains("leakcheck_server_tls_handshake_timeouts_total 2"),
+        "{metrics}"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn dns_against_a_silent_nameserver_times_out_with_504() {
+    let silent = silent_dns().await;
+    let server = start(Config {
+        upstream: Some("http://upstream.test:9/".to_owned()),
+        dns_server: Some(silent.local_addr().unwrap()),
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let (reply, took) = timed(get(&server, "/proxy")).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+    assert!(
+        took < SHORT * 5,
+        "504 after {took:?}, DNS timeout {SHORT:?}"
+    );
+    // The lookup task ends with its deadline too (hickory's own exchange tasks may stay with the resolver).
+    wait_for_tasks(&server, "the lookup task to end", |snapshot| {
+        spawned_in(snapshot, "server/src/upstream.rs").is_empty()
+    })
+    .await;
+    wait_for_tasks(&server, "no connection but ours", |snapshot| {
+        spawned_in(snapshot, "server/src/listener.rs").len() == 1
+    })
+    .await;
+    assert!(tasks(&server).await["live"].as_u64().unwrap() >= baseline);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_fast() {
+    let (stalled, _stalled_task) = stalled_upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.port())),
+        pool_size: 1,
+        request_timeout: Duration::from_secs(3),
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let holder = {
+        let http = server.bound().http;
+        tokio::spawn(async move {
+            raw_exchange(
+                http,
+                b"GET /proxy HTTP/1.1\r\nHost: x\r\nx-request-id: holder\r\n\r\n",
+            )
+            .await
+        })
+    };
+    wait_for_tasks(
+        &server,
+        "the first /proxy to hold the only pool slot",
+        |snapshot| !spawned_in(snapshot, "server/src/upstream.rs").is_empty(),
+    )
+    .await;
+    let (reply, took) = timed(get(&server, "/proxy")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "503 after {took:?}, acquire timeout 200ms"
+    );
+    assert!(reply.body.contains("pool exhausted"));
+    let held = holder
+        .await
+        .unwrap()
+        .expect("the holder is answered at the request deadline");
+    assert!(held.starts_with("HTTP/1.1 503"), "{held}");
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_cut_by_the_write_deadline() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let mut reader = TcpStream::connect(server.bound().http).await.unwrap();
+    // 64 MB in 1 MB chunks: far more than the socket buffers hold, and never read.
+    reader.write_all(b"GET /stream?chunks=64&interval_ms=1&size=1048576 HTTP/1.1\r\nHost: x\r\nx-request-id: slow-reader\r\n\r\n").await.unwrap();
+    wait_for_tasks(&server, "the stream to start", |snapshot| {
+        !labeled(snapshot, "slow-reader").is_empty()
+    })
+    .await;
+    wait_for_tasks(
+        &server,
+        "the write deadline to end the slow reader's tasks",
+        |snapshot| labeled(snapshot, "slow-reader").is_empty(),
+    )
+    .await;
+    back_to_baseline(&server, baseline).await;
+    drop(reader);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_client_abort_mid_stream_ends_the_requests_tasks() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let mut client = TcpStream::connect(server.bound().http).await.unwrap();
+    client.write_all(b"GET /stream?chunks=100000&interval_ms=2&size=64 HTTP/1.1\r\nHost: x\r\nx-request-id: aborted\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 64];
+    tokio::io::AsyncReadExt::read_exact(&mut client, &mut first)
+        .await
+        .unwrap();
+    let snapshot = tasks(&server).await;
+    let running = labeled(&snapshot, "aborted");
+    assert_eq!(
+        running.len(),
+        2,
+        "lease keeper and producer run under the request id: {snapshot:#}"
+    );
+    assert_server_sites(&running);
+    drop(client);
+    wait_for_tasks(&server, "the aborted request's tasks to end", |snapshot| {
+        labeled(snapshot, "aborted").is_empty()
+    })
+    .await;
+    let drained = get(&server, "/debug/cancellations").await.body;
+    assert!(drained.contains("\"request_id\":\"aborted\""), "{drained}");
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let server = start(config());
+    let reply = raw_exchange(
+        server.bound().http,
+        b"POST /work HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\nonly-some",
+    )
+    .await;
+    let reply = reply.expect("the server answers and closes");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_shed() {
+    let server = start(Config {
+        max_connections: 2,
+        header_timeout: Duration::from_secs(5),
+        ..config()
+    });
+    let _first = TcpStream::connect(server.bound().http).await.unwrap();
+    let _second = TcpStream::connect(server.bound().http).await.unwrap();
+    let shed = raw_exchange(
+        server.bound().http,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .expect("closed at once");
+    assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+    drop((_first, _second));
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_or_a_close_and_leaks_nothing() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let http = server.bound().http;
+    let garbage = raw_exchange(http, b"\x00\xff\x13garbage\r\n\r\n")
+        .await
+        .expect("closed");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    huge.extend(b"\r\n\r\n");
+    let too_large = raw_exchange(http, &huge).await.expect("closed");
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:?}");
+    let bad_method = raw_exchange(http, b"G\x01T / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("closed");
+    assert!(bad_method.starts_with("HTTP/1.1 400"), "{bad_method:?}");
+    let tls_garbage =
+        raw_exchange(server.bound().https, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        tls_garbage.is_some(),
+        "plain HTTP on the TLS port is closed"
+    );
+    let random: Vec<u8> = (0..4096u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert!(
+        raw_exchange(server.bound().https, &random).await.is_some(),
+        "random bytes on the TLS port are closed"
+    );
+    assert!(
+        raw_exchange(http, &random).await.is_some(),
+        "random bytes on the HTTP port are closed"
+    );
+    assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn shutdown_cancels_in_flight_streams_within_the_grace_and_verifies_clean() {
+    let server = start(config());
+    let mut client = TcpStream::connect(server.bound().http).await.unwrap();
+    client
+        .write_all(b"GET /stream?chunks=100000&interval_ms=5&size=16 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 16];
+    tokio::io::AsyncReadExt::read_exact(&mut client, &mut first)
+        .await
+        .unwrap();
+    let (outcome, took) = timed(stop(server)).await;
+    assert!(outcome.verified);
+    assert!(outcome.leaks.is_none(), "{}", outcome.leaks.unwrap());
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?} with a 500ms grace"
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests of leakcheck-server over loopback: routes, defenses, seeded bugs, the binary.
+
+mod binary;
+mod bugs;
+mod defenses;
+mod routes;
+mod support;

@@ -1,0 +1,208 @@
+//! Every route over loopback, plain and TLS.
+
+use std::net::Ipv4Addr;
+
+use http::StatusCode;
+use leakcheck_server::Config;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn healthz_over_http_and_https_with_request_ids() {
+    let server = start(config());
+    let plain = get(&server, "/healthz").await;
+    assert_eq!(
+        (plain.status, plain.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    assert!(
+        plain.request_id.starts_with("req-"),
+        "a request id is generated: {plain:?}"
+    );
+    let secure = get_tls(&server, "/healthz").await;
+    assert_eq!(
+        (secure.status, secure.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    assert_ne!(secure.request_id, plain.request_id);
+    let given = get_with_id(&server, "/healthz", "client-chose-this").await;
+    assert_eq!(
+        given.request_id, "client-chose-this",
+        "a given request id is echoed"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn work_runs_children_labeled_with_the_request_id() {
+    let server = start(config());
+    let reply = get_with_id(&server, "/work?children=5&rounds=10", "work-1").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        (body["request_id"].as_str(), body["children"].as_u64()),
+        (Some("work-1"), Some(5))
+    );
+    // The request's tasks carried its label: their end is recorded under its id.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let drained = get(&server, "/debug/cancellations").await;
+        let document: serde_json::Value = serde_json::from_str(&drained.body).unwrap();
+        if document["drained"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["request_id"] == "work-1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "work-1 never drained: {document}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(labeled(&tasks(&server).await, "work-1").is_empty());
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn stream_sends_every_chunk_over_tls() {
+    let server = start(config());
+    let reply = get_tls(&server, "/stream?chunks=20&interval_ms=1&size=100").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), 2000);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn proxy_resolves_by_name_and_reuses_pooled_connections() {
+    let (dns, _dns_task) = fake_dns(Ipv4Addr::LOCALHOST).await;
+    let (upstream, _upstream_task) = upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://upstream.test:{}/base/", upstream.port())),
+        dns_server: Some(dns),
+        ..config()
+    });
+    for _ in 0..3 {
+        let reply = get(&server, "/proxy?path=/hello").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "upstream says hi /base/hello")
+        );
+    }
+    let snapshot = tasks(&server).await;
+    assert_eq!(
+        spawned_in(&snapshot, "server/src/upstream.rs").len(),
+        1,
+        "one pooled connection served all three: {snapshot:#}"
+    );
+    assert!(
+        stop(server).await.leaks.is_none(),
+        "the pool's connection tasks end at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn proxy_without_upstream_is_502() {
+    let server = start(config());
+    let reply = get(&server, "/proxy").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(reply.body.contains("--upstream"), "{}", reply.body);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn slow_answers_within_and_503s_past_the_request_deadline() {
+    let server = start(Config {
+        request_timeout: std::time::Duration::from_millis(400),
+        ..config()
+    });
+    assert_eq!(get(&server, "/slow?ms=20").await.status, StatusCode::OK);
+    let (reply, took) = timed(get(&server, "/slow?ms=60000")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "cut at the request deadline, took {took:?}"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn panics_are_500s_and_the_server_lives() {
+    let server = start(config());
+    assert_eq!(
+        get(&server, "/panic").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let child = get_with_id(&server, "/panic?child=1", "panicky").await;
+    assert_eq!(child.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(child.body.contains("child task panicked"), "{}", child.body);
+    assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
+    wait_for_tasks(
+        &server,
+        "the panicking request's tasks to end",
+        |snapshot| labeled(snapshot, "panicky").is_empty(),
+    )
+    .await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn debug_and_metrics_endpoints() {
+    let server = start(config());
+    let snapshot = tasks(&server).await;
+    assert_eq!(snapshot["schema_version"], 1);
+    assert_eq!(snapshot["kind"], "snapshot");
+    let accept_loops = spawned_in(&snapshot, "server/src/lib.rs");
+    assert_eq!(
+        accept_loops.len(),
+        2,
+        "both accept loops are live and named: {snapshot:#}"
+    );
+    assert!(snapshot["live"].as_u64().unwrap() >= 3);
+
+    let dump = get(&server, "/debug/dump").await;
+    assert_eq!(dump.status, StatusCode::OK);
+    assert!(dump.body.contains("task"), "{}", dump.body);
+
+    let metrics = get(&server, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for name in [
+        "leakcheck_live_tasks",
+        "tokio_workers",
+        "tokio_route_polls_total{route=\"debug\"}",
+        "leakcheck_server_connections_open",
+    ] {
+        assert!(
+            metrics.body.contains(name),
+            "/metrics lacks {name}:\n{}",
+            metrics.body
+        );
+    }
+    assert_eq!(
+        get(&server, "/debug/nothing").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&server, "/nothing").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&server, "/work?children=lots").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn tracking_off_serves_without_a_tracker() {
+    let server = start(Config {
+        tracking: leakcheck_server::Tracking::Off,
+        ..config()
+    });
+    assert_eq!(get(&server, "/work").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&server, "/debug/tasks").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let outcome = stop(server).await;
+    assert!(!outcome.verified && outcome.leaks.is_none());
+}
