@@ -205,3 +205,36 @@ fn expected_leak_of_a_should_panic_test_is_not_published() {
     );
     assert!(!dir.exists(), "no report file for an expected leak");
 }
+
+/// Replaces what changes between runs (task ids, ages) with placeholders.
+fn redact(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find(|c: char| c.is_ascii_digit()) {
+        let (head, tail) = rest.split_at(pos);
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(head);
+        let varies = head.ends_with("task ") || head.ends_with("age ") || head.ends_with("tasks ");
+        out.push_str(if varies { "N" } else { &tail[..digits] });
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn report_layout_is_pinned() {
+    let text = redact(&common_report().to_string());
+    assert_eq!(text, EXPECTED_LAYOUT);
+}
+
+const EXPECTED_LAYOUT: &str = "\
+leakcheck: 1 leaked task in `verify_none scope` (still running 10 ms after the body returned)
+
+── leakcheck/tests/wording.rs:181:13 · 1 task ──
+  task N · age N ms · spawned by the test body
+  spawn backtrace:
+    0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:181
+
+hint: the task spawned at leakcheck/tests/wording.rs:181:13 is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs\"` if it is meant to outlive the test
+";
