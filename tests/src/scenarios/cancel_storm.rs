@@ -35,7 +35,7 @@ struct Client {
 }
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let (clients, wave) = ctx.scale.pick((5_000, 500), (120, 40));
+    let (clients, wave) = ctx.scale.pick((5_000, 250), (120, 40));
     ctx.env.proxy.set_toxics(vec![
         ToxicSpec::downstream(Toxic::Latency {
             latency: UPSTREAM_LATENCY,
@@ -71,7 +71,8 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     for (number, wave_clients) in plan.chunks(wave).enumerate() {
         let mut running = JoinSet::new();
         for client in wave_clients {
-            // Spread the wave's starts over ~100 ms: aborts then arrive as a stream, not one burst.
+            // Spread the wave's starts over ~WAVE_SPREAD: aborts then arrive as a stream (about
+            // 1,000 per second), not one burst that would measure the run queue instead.
             let start = Duration::from_micros(rand_start(&mut rng));
             running.spawn(run_client(
                 ctx.endpoints.http,
@@ -92,8 +93,11 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Time over which one wave's clients start.
+const WAVE_SPREAD: Duration = Duration::from_millis(250);
+
 fn rand_start(rng: &mut StdRng) -> u64 {
-    rng.random_range(0..100_000)
+    rng.random_range(0..WAVE_SPREAD.as_micros() as u64)
 }
 
 async fn run_client(addr: SocketAddr, client: Client, start: Duration, history: Arc<History>) {

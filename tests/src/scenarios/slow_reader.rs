@@ -1,33 +1,42 @@
-//! slow-reader: `/stream` clients with a 2 KiB receive buffer that read 64 bytes every 200 ms.
+//! slow-reader: `/stream` clients with a 2 KiB receive buffer that read 64 bytes every 200 ms
+//! for a while, then stop reading and stay connected.
+//!
+//! The reading phase is short on purpose: a client that keeps dripping reads unblocks each
+//! write before a per-write deadline fires, so it is not what a write deadline is for (see
+//! the notes); the stop is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{StormContext, WRITE_TIMEOUT, open_loop};
+use super::{StormContext, open_loop};
 use crate::error::Result;
 use crate::faults::clients::{Held, slow_reader};
 use crate::history::Outcome;
 
+/// 16 KiB chunks every 5 ms (3.2 MB/s) for minutes: the response outlasts any client, and
+/// fills the server's send buffer (loopback sizes it at ~2.6 MB from the 64 KiB MSS) within
+/// a second of the client going quiet, so the write deadline has a blocked write to cut.
+const STREAM_PATH: &str = "/stream?size=16384&interval_ms=5&chunks=100000";
 const RECEIVE_BUFFER: usize = 2048;
 const READ_SIZE: usize = 64;
 const READ_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let clients = ctx.scale.pick(300, 20);
-    let hold = WRITE_TIMEOUT * 3 + Duration::from_millis(500);
+    let clients = ctx.scale.pick(100, 20);
+    let reading = Duration::from_millis(600);
     let addr = ctx.endpoints.http;
-    open_loop(clients, 100, Duration::from_millis(50), |_| {
+    open_loop(clients, 5, Duration::from_millis(100), |_| {
         let history = Arc::clone(&ctx.history);
         async move {
             let held = slow_reader(
                 addr,
-                "/stream",
+                STREAM_PATH,
                 RECEIVE_BUFFER,
                 READ_SIZE,
                 READ_INTERVAL,
-                Instant::now() + hold,
+                Instant::now() + reading,
             )
             .await;
             match held {
