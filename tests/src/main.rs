@@ -110,7 +110,16 @@ async fn campaign(args: Args) -> ExitCode {
                     );
                     runs.push(run);
                 }
-                Err(error) => return harness_error(&error),
+                Err(error) => {
+                    eprintln!(
+                        "chaos: {}/{}: harness error: {error}",
+                        scenario,
+                        mode.name()
+                    );
+                    runs.push(scenarios::RunResult::harness_failure(
+                        *scenario, *mode, seed, &error,
+                    ));
+                }
             }
         }
     }

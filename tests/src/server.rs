@@ -22,6 +22,8 @@ use crate::http;
 pub const SERVER_BIN_ENV: &str = "CHAOS_SERVER_BIN";
 /// How long the server may take to print its `listening` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a debug or metrics endpoint; a server slower than this is wedged.
+pub const ENDPOINT_DEADLINE: Duration = Duration::from_secs(3);
 /// Exit code of a server whose shutdown verification found leaked tasks (contract).
 pub const LEAK_EXIT_CODE: i32 = 3;
 /// Most stderr kept from one server run (a leak report of thousands of tasks fits).
@@ -191,7 +193,7 @@ impl Endpoints {
     /// server's runtime and, sampled during a storm, delayed its probes by up to a second).
     /// Falls back to `/debug/tasks` when the metric is missing.
     pub async fn live_tasks(&self) -> Result<u64> {
-        let response = self.get("/metrics", Duration::from_secs(10)).await?;
+        let response = self.get("/metrics", ENDPOINT_DEADLINE).await?;
         if response.head.status == 200 {
             let text = String::from_utf8_lossy(&response.body);
             let live = text
@@ -207,7 +209,7 @@ impl Endpoints {
 
     /// Live tracked tasks (`live` of `/debug/tasks`).
     pub async fn snapshot_live_tasks(&self) -> Result<u64> {
-        let response = self.get("/debug/tasks", Duration::from_secs(10)).await?;
+        let response = self.get("/debug/tasks", ENDPOINT_DEADLINE).await?;
         let snapshot: SnapshotHead = parse_json("/debug/tasks", &response)?;
         check_schema("/debug/tasks", snapshot.schema_version)?;
         Ok(snapshot.live)
@@ -215,7 +217,7 @@ impl Endpoints {
 
     /// Live tracked tasks per spawn site (`sites` of `/debug/tasks`).
     pub async fn live_sites(&self) -> Result<Vec<SiteCount>> {
-        let response = self.get("/debug/tasks", Duration::from_secs(10)).await?;
+        let response = self.get("/debug/tasks", ENDPOINT_DEADLINE).await?;
         let snapshot: SnapshotSites = parse_json("/debug/tasks", &response)?;
         check_schema("/debug/tasks", snapshot.schema_version)?;
         Ok(snapshot.sites)
@@ -223,9 +225,7 @@ impl Endpoints {
 
     /// Request id → Unix ns at which its last labeled task ended (`/debug/cancellations`).
     pub async fn cancellations(&self) -> Result<HashMap<String, u64>> {
-        let response = self
-            .get("/debug/cancellations", Duration::from_secs(10))
-            .await?;
+        let response = self.get("/debug/cancellations", ENDPOINT_DEADLINE).await?;
         let cancellations: Cancellations = parse_json("/debug/cancellations", &response)?;
         Ok(cancellations
             .drained

@@ -55,8 +55,11 @@ pub const UPSTREAM_HOST: &str = "upstream.chaos.test";
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest storm; a storm still running then is cut short (and the run says so).
 pub const STORM_BOUND: Duration = Duration::from_secs(90);
-/// Longest wait for live tasks to come back to the baseline after the heal.
+/// Longest wait for live tasks to come back to the baseline after the heal (campaign);
+/// every specific server deadline is at most a third of it.
 pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
+/// The same bound at smoke scale, where storms are small and drain fast.
+pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(3);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// Live tasks allowed above the baseline after quiescence: each idle pooled upstream
@@ -202,6 +205,11 @@ pub enum Scale {
 }
 
 impl Scale {
+    /// How long quiescence may take.
+    pub fn quiesce_bound(self) -> Duration {
+        self.pick(QUIESCE_BOUND, SMOKE_QUIESCE_BOUND)
+    }
+
     /// `campaign` when `self` is the campaign, otherwise `smoke`.
     fn pick<T>(self, campaign: T, smoke: T) -> T {
         match self {
@@ -420,6 +428,46 @@ fn stranded(before: &[SiteCount], after: &[SiteCount]) -> Stranded {
     }
 }
 
+impl RunResult {
+    /// A run the harness could not complete (server did not start, endpoint wedged…): failed,
+    /// with the reason, and nothing measured.
+    pub fn harness_failure(scenario: Scenario, mode: Mode, seed: u64, error: &Error) -> Self {
+        RunResult {
+            name: scenario.name(),
+            mode,
+            bug: scenario.bug(),
+            seed,
+            passed: false,
+            failures: vec![format!("harness: {error}")],
+            requests: 0,
+            outcomes: Counts::default(),
+            leaked_tasks: 0,
+            leaked_with_our_request_ids: 0,
+            stranded_tasks: 0,
+            detected_site: None,
+            detected_by: None,
+            live_tasks: BeforePeakAfter::default(),
+            open_fds: BeforePeakAfter::default(),
+            fd_delta: None,
+            probe_p50_ms: None,
+            probe_p99_ms: None,
+            probe_failures: 0,
+            cancel_p50_ms: None,
+            cancel_p99_ms: None,
+            cancels_sent: 0,
+            cancels_matched: 0,
+            quiesced_after_ms: None,
+            final_probe_ok: false,
+            parked_peers: 0,
+            exit_code: None,
+            shutdown_ms: 0,
+            duration_ms: 0,
+            timeline: Timeline::default(),
+            server_stderr_tail: None,
+        }
+    }
+}
+
 /// A before / peak / after triple (each absent when it could not be read).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct BeforePeakAfter {
@@ -536,7 +584,9 @@ async fn drive(
     scenario.heal(&env);
     let quiesce_target = live_before.map(|live| live + LIVE_SLACK);
     let quiesced = match quiesce_target {
-        Some(target) => measure::wait_for_live_at_most(&endpoints, target, QUIESCE_BOUND).await,
+        Some(target) => {
+            measure::wait_for_live_at_most(&endpoints, target, scale.quiesce_bound()).await
+        }
         None => None,
     };
     sampler.mark(if quiesced.is_some() {
@@ -546,7 +596,10 @@ async fn drive(
     });
     progress.say(&match quiesced {
         Some(after) => format!("quiesced in {} ms", after.as_millis()),
-        None => format!("live tasks still above baseline after {QUIESCE_BOUND:?}"),
+        None => format!(
+            "live tasks still above baseline after {:?}",
+            scale.quiesce_bound()
+        ),
     });
     let final_probe_ok = endpoints.probe(PROBE_DEADLINE).await.is_ok();
     let (live_after, fds_after) = measure::steady_reading(&endpoints, 5).await;
@@ -705,7 +758,8 @@ fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<String> {
             }
             if run.quiesced_after_ms.is_none() {
                 failures.push(format!(
-                    "live tasks did not return to baseline + {LIVE_SLACK} within {QUIESCE_BOUND:?}"
+                    "live tasks did not return to baseline + {LIVE_SLACK} within {:?}",
+                    scale.quiesce_bound()
                 ));
             }
             match run.fd_delta {
@@ -911,39 +965,17 @@ mod tests {
 
     #[test]
     fn a_leaky_run_passes_only_with_a_server_site() {
-        let mut run = RunResult {
-            name: "x",
-            mode: Mode::Leaky,
-            bug: "b",
-            seed: 1,
-            passed: false,
-            failures: Vec::new(),
-            requests: 1,
-            outcomes: Counts::default(),
-            leaked_tasks: 2,
-            leaked_with_our_request_ids: 0,
-            stranded_tasks: 0,
-            detected_site: Some("server/src/tls.rs:10:5".into()),
-            detected_by: Some(Detection::ShutdownVerification),
-            live_tasks: BeforePeakAfter::default(),
-            open_fds: BeforePeakAfter::default(),
-            fd_delta: None,
-            probe_p50_ms: None,
-            probe_p99_ms: None,
-            probe_failures: 0,
-            cancel_p50_ms: None,
-            cancel_p99_ms: None,
-            cancels_sent: 0,
-            cancels_matched: 0,
-            quiesced_after_ms: None,
-            final_probe_ok: true,
-            parked_peers: 0,
-            exit_code: Some(LEAK_EXIT_CODE),
-            shutdown_ms: 0,
-            duration_ms: 0,
-            timeline: Timeline::default(),
-            server_stderr_tail: None,
-        };
+        let mut run = RunResult::harness_failure(
+            Scenario::TlsStall,
+            Mode::Leaky,
+            1,
+            &Error::ServerStart("unused".into()),
+        );
+        run.requests = 1;
+        run.leaked_tasks = 2;
+        run.detected_site = Some("server/src/tls.rs:10:5".into());
+        run.detected_by = Some(Detection::ShutdownVerification);
+        run.exit_code = Some(LEAK_EXIT_CODE);
         assert!(judge(Scenario::TlsStall, Scale::Campaign, &run).is_empty());
         run.detected_site = Some("leakcheck/src/registry.rs:1:1".into());
         assert_eq!(judge(Scenario::TlsStall, Scale::Campaign, &run).len(), 1);
