@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chaos::report;
-use chaos::scenarios::{self, Mode, Progress, Scale, Scenario};
+use chaos::scenarios::{self, Mode, Progress, RunPlan, Scale, Scenario};
 use chaos::server;
 use clap::Parser;
 use tokio::time::Instant;
@@ -99,7 +99,13 @@ async fn campaign(args: Args) -> ExitCode {
         for mode in &modes {
             let seed = scenarios::run_seed(master_seed, *scenario, *mode);
             let progress = Progress::new(*scenario, *mode, !args.quiet);
-            match scenarios::run(*scenario, *mode, scale, seed, &binary, &out, &progress).await {
+            let plan = RunPlan {
+                scenario: *scenario,
+                mode: *mode,
+                scale,
+                seed,
+            };
+            match scenarios::run(plan, &binary, &out, &progress).await {
                 Ok(run) => {
                     eprintln!(
                         "chaos: {}/{}: {} in {:.1} s",

@@ -139,7 +139,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
         page,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>leakcheck chaos campaign</title><style>\
          body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,th:first-child,td:last-child,th:last-child{{text-align:left}}\
          .pass{{color:#070;font-weight:bold}}.fail{{color:#b00;font-weight:bold}}code{{font-size:12px}}\
          section{{margin-top:28px}}ul{{margin:4px 0}}</style></head><body>\
          <h1>leakcheck chaos campaign</h1><p>{passed} of {} runs passed. Master seed <code>{master_seed}</code> \
@@ -283,7 +283,7 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
                 .collect(),
         ),
     ];
-    let height = PANEL_HEIGHT * 3.0 + 30.0;
+    let height = PANEL_HEIGHT * 3.0 + 40.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{height}\" \
          viewBox=\"0 0 {CHART_WIDTH} {height}\" font-size=\"11\" font-family=\"sans-serif\">"
@@ -354,22 +354,24 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
             );
         }
     }
+    // Phases often come close together (heal, quiesced, sigterm): labels take turns on
+    // three rows so they do not overprint.
     let axis_y = PANEL_HEIGHT * 3.0 + 5.0;
-    for phase in &timeline.phases {
+    for (index, phase) in timeline.phases.iter().enumerate() {
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{axis_y}\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#444\">{}</text>",
             x(phase.at_ms),
+            axis_y + (index % 3) as f64 * 12.0,
             escape(&phase.name)
         );
     }
     let _ = write!(
         svg,
-        "<text x=\"{MARGIN_LEFT}\" y=\"{}\" fill=\"#666\">{:.1} s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#666\">{:.1} s</text></svg>",
-        axis_y + 16.0,
+        "<text x=\"4\" y=\"{0}\" fill=\"#666\">{1:.1} s</text><text x=\"{2}\" y=\"{0}\" text-anchor=\"end\" fill=\"#666\">{3:.1} s</text></svg>",
+        axis_y + 12.0,
         start_ms / 1000.0,
-        CHART_WIDTH - MARGIN_RIGHT,
-        axis_y + 16.0,
+        CHART_WIDTH - 2.0,
         end_ms / 1000.0
     );
     svg

@@ -318,7 +318,16 @@ impl ServerProcess {
     /// `listening http=ADDR https=ADDR` line.
     pub async fn start(binary: &Path, args: &[String], leak_report: &Path) -> Result<Self> {
         let _ = std::fs::remove_file(leak_report);
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        // SAFETY: prctl(2) is async-signal-safe and touches only the new child: if this
+        // process dies without stopping the server (killed by a CI timeout), the kernel kills it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(args)
             // A caller's RUST_BACKTRACE=1 would make every /panic symbolize a backtrace on a
             // runtime worker (a ~1 s stall in a panic storm): the campaign must not depend on it.

@@ -5,7 +5,7 @@
 //! (`cargo run --release -p chaos`) judges it. Seeds are fixed so a failure replays with
 //! `cargo run -p chaos -- --smoke --seed 5 SCENARIO`.
 
-use chaos::scenarios::{self, Mode, Progress, Scale, Scenario};
+use chaos::scenarios::{self, Mode, Progress, RunPlan, Scale, Scenario};
 use chaos::server;
 
 /// The master seed of these tests.
@@ -16,7 +16,13 @@ async fn check(scenario: Scenario, mode: Mode) {
     let out = std::env::temp_dir().join(format!("chaos-test-{}", std::process::id()));
     let seed = scenarios::run_seed(SEED, scenario, mode);
     let progress = Progress::new(scenario, mode, true);
-    let run = scenarios::run(scenario, mode, Scale::Smoke, seed, &binary, &out, &progress)
+    let plan = RunPlan {
+        scenario,
+        mode,
+        scale: Scale::Smoke,
+        seed,
+    };
+    let run = scenarios::run(plan, &binary, &out, &progress)
         .await
         .expect("the run completes");
     assert!(run.requests > 0, "the storm issued no request");

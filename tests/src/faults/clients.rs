@@ -69,7 +69,7 @@ pub async fn drip(
         tokio::select! {
             read = stream.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return closed(started, &received),
-                Ok(n) => received.extend_from_slice(&buf[..n.min(buf.len())]),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
             },
             () = sleep_until(next_write), if writing => {
                 if stream.write_all(&bytes[next_byte..=next_byte]).await.is_err() {

@@ -479,6 +479,19 @@ pub struct BeforePeakAfter {
     pub after: Option<u64>,
 }
 
+/// What one run is: a scenario, a mode, a scale and a seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPlan {
+    /// The storm.
+    pub scenario: Scenario,
+    /// Fixed or leaky.
+    pub mode: Mode,
+    /// Campaign or smoke sizes.
+    pub scale: Scale,
+    /// The run's seed (see [`run_seed`]).
+    pub seed: u64,
+}
+
 /// The seed of one run, derived from the campaign's master seed (splitmix64).
 pub fn run_seed(master: u64, scenario: Scenario, mode: Mode) -> u64 {
     let index = Scenario::ALL
@@ -492,16 +505,19 @@ pub fn run_seed(master: u64, scenario: Scenario, mode: Mode) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Runs one scenario in one mode against `binary`; the leak report goes to `out_dir`.
+/// Runs `plan` against `binary`; the server's leak report goes to `out_dir`.
 pub async fn run(
-    scenario: Scenario,
-    mode: Mode,
-    scale: Scale,
-    seed: u64,
+    plan: RunPlan,
     binary: &Path,
     out_dir: &Path,
     progress: &Progress,
 ) -> Result<RunResult> {
+    let RunPlan {
+        scenario,
+        mode,
+        seed,
+        ..
+    } = plan;
     let origin = Instant::now();
     let env = Environment::start(seed).await?;
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Output {
@@ -521,7 +537,7 @@ pub async fn run(
     ));
     let server = ServerProcess::start(binary, &args, &leak_report).await?;
     let stderr = server.stderr_log();
-    let driven = drive(scenario, mode, scale, seed, origin, server, env, progress).await;
+    let driven = drive(plan, origin, server, env, progress).await;
     if driven.is_err() {
         progress.say(&format!("server stderr (tail):\n{}", stderr.tail(20)));
     }
@@ -529,17 +545,19 @@ pub async fn run(
 }
 
 /// Everything after the server started: baseline, storm, heal, quiesce, shutdown, verdict.
-#[allow(clippy::too_many_arguments)]
 async fn drive(
-    scenario: Scenario,
-    mode: Mode,
-    scale: Scale,
-    seed: u64,
+    plan: RunPlan,
     origin: Instant,
     server: ServerProcess,
     env: Environment,
     progress: &Progress,
 ) -> Result<RunResult> {
+    let RunPlan {
+        scenario,
+        mode,
+        scale,
+        seed,
+    } = plan;
     let endpoints = server.endpoints();
 
     warm_up(scenario, &endpoints, progress).await;
