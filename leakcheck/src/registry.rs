@@ -104,7 +104,7 @@ impl ContextRef {
         ContextRef::Borrowed(NonNull::from(&**ctx))
     }
 
-    fn ptr(&self) -> NonNull<Context> {
+    pub(crate) fn ptr(&self) -> NonNull<Context> {
         match self {
             ContextRef::Owned(arc) => NonNull::from(&**arc),
             ContextRef::Borrowed(ptr) => *ptr,

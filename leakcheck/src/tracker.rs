@@ -2,10 +2,11 @@
 //! builder, records every spawned task in the registry, assigns it to the open
 //! scopes it belongs to, and finds the tracker of the current runtime.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::hash::Hasher;
 use std::num::NonZeroU64;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -254,6 +255,13 @@ pub(crate) struct OpenScope {
 }
 
 thread_local! {
+    static SPAWNER: Cell<Option<SpawnerEntry>> = const { Cell::new(None) };
+}
+
+/// (tracker, task) → that task's context, for [`Inner::spawner_context`].
+type SpawnerEntry = ((usize, NonZeroU64), Option<NonNull<Context>>);
+
+thread_local! {
     // Scopes opened outside any task (a block_on body, such as a test body),
     // keyed by tracker: tasks spawned from this thread with no parent join
     // the innermost one.
@@ -317,6 +325,22 @@ impl Inner {
         })
     }
 
+    /// The context of the running task `parent`, from a one-entry cache per
+    /// thread: a task spawning in a loop is looked up once, not per child.
+    /// Task ids are never reused and a record's context never changes, so an
+    /// entry stays right while its task runs (on this thread, now).
+    fn spawner_context(self: &Arc<Self>, parent: NonZeroU64) -> Result<Option<ContextRef>, ()> {
+        let key = (Arc::as_ptr(self) as usize, parent);
+        if let Ok(Some((cached, ctx))) = SPAWNER.try_with(Cell::get) {
+            if cached == key {
+                return Ok(ctx.map(ContextRef::Borrowed));
+            }
+        }
+        let ctx = self.registry.context_of_spawner(parent)?;
+        let _ = SPAWNER.try_with(|cell| cell.set(Some((key, ctx.as_ref().map(ContextRef::ptr)))));
+        Ok(ctx)
+    }
+
     /// Which scopes and label a task spawned by `parent` belongs to.
     fn context_for(self: &Arc<Self>, parent: Option<NonZeroU64>) -> Option<ContextRef> {
         let label = crate::label::current();
@@ -330,7 +354,7 @@ impl Inner {
                 {
                     None
                 }
-                None => match self.registry.context_of_spawner(parent) {
+                None => match self.spawner_context(parent) {
                     Ok(ctx) => ctx,
                     Err(()) => self.all_open(),
                 },
