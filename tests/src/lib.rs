@@ -2,8 +2,12 @@
 //! each storm a verdict from leakcheck.
 //!
 //! [`faults`] is the toolkit (hostile clients, TLS stalls, a fake DNS server, a stalling
-//! upstream, a toxic proxy); [`server`] starts and talks to the server process; [`measure`]
-//! samples it on a timeline; [`scenarios`] are the storms; [`report`] renders the results.
+//! upstream, a toxic proxy); [`server`] finds, builds, starts and talks to the server process;
+//! [`history`] keeps the Jepsen-style ok / fail / info record; [`measure`] samples the server on
+//! a timeline; [`scenarios`] are the storms and their verdicts; [`report`] renders the results.
+//!
+//! The campaign is `cargo run --release -p chaos [-- SCENARIO…]`; the same scenarios at smoke
+//! scale are the `scenarios` integration tests.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod error;

@@ -58,7 +58,6 @@ fn main() -> ExitCode {
 }
 
 async fn campaign(args: Args) -> ExitCode {
-    let started = Instant::now();
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
@@ -83,10 +82,18 @@ async fn campaign(args: Args) -> ExitCode {
         Ok(out) => out,
         Err(error) => return harness_error(&error),
     };
+    let building = Instant::now();
     let binary = match server::server_binary() {
         Ok(binary) => binary,
         Err(error) => return harness_error(&error),
     };
+    eprintln!(
+        "chaos: server binary {} ready in {:.1} s",
+        binary.display(),
+        building.elapsed().as_secs_f64()
+    );
+    // The campaign's duration counts the runs, not the build.
+    let started = Instant::now();
     eprintln!(
         "chaos: master seed {master_seed} (replay: cargo run --release -p chaos -- --seed {master_seed}); \
          {} runs; results in {}",

@@ -59,7 +59,7 @@ pub const STORM_BOUND: Duration = Duration::from_secs(90);
 /// every specific server deadline is at most a third of it.
 pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
 /// The same bound at smoke scale, where storms are small and drain fast.
-pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(3);
+pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(4);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// Live tasks allowed above the baseline after quiescence: each idle pooled upstream
