@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, Limited};
@@ -44,6 +44,8 @@ pub type AppService =
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// How often a request's lease keeper renews the request's lease.
 pub const LEASE_RENEWAL_INTERVAL: Duration = Duration::from_millis(100);
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Where a request came from; inserted into each request's extensions by the connection.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +163,25 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
+/// Longest `x-request-id` taken from a client; longer or non-ASCII ones are replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes a client's `x-request-id` that is too long or not visible ASCII, so a fresh one is made:
+/// ids end up in labels, spans and the bounded /debug/cancellations ring.
+fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let usable = |id: &HeaderValue| {
+        id.len() <= MAX_REQUEST_ID_LEN && id.as_bytes().iter().all(|byte| byte.is_ascii_graphic())
+    };
+    if request
+        .headers()
+        .get(X_REQUEST_ID)
+        .is_some_and(|id| !usable(id))
+    {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    request
+}
+
 /// Builds the layered service: request id (taken or made, echoed back), a tracing span
 /// carrying it, panics answered with 500, the whole-request deadline (503) and the
 /// request-body deadline (408), around the router.
@@ -170,6 +191,7 @@ pub fn service(app: Arc<App>, config: &Config) -> AppService {
         async move { Ok::<_, Infallible>(handle(app, request).await) }
     });
     let stack = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::x_request_id(SequentialRequestId::default()))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -394,9 +416,8 @@ async fn work(
             Err(error) => return Ok(child_failed(app, &error)),
         }
     }
-    Ok(json(format!(
-        "{{\"request_id\":\"{request_id}\",\"children\":{children},\"result\":{sum}}}"
-    )))
+    let body = serde_json::json!({ "request_id": request_id, "children": children, "result": sum });
+    Ok(json(body.to_string()))
 }
 
 fn child_failed(app: &App, error: &JoinError) -> Response<ResponseBody> {
