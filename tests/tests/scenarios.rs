@@ -13,7 +13,11 @@ const SEED: u64 = 5;
 
 async fn check(scenario: Scenario, mode: Mode) {
     let binary = server::server_binary().expect("leakcheck-server builds");
-    let out = std::env::temp_dir().join(format!("chaos-test-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "chaos-test-{}-{scenario}-{}",
+        std::process::id(),
+        mode.name()
+    ));
     let seed = scenarios::run_seed(SEED, scenario, mode);
     let progress = Progress::new(scenario, mode, true);
     let plan = RunPlan {
@@ -39,6 +43,8 @@ async fn check(scenario: Scenario, mode: Mode) {
     } else {
         assert_eq!(run.leaked_tasks, 0);
     }
+    // Kept on failure (the panics above) for triage; removed once the run passed.
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 macro_rules! scenario_tests {
