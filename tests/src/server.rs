@@ -88,6 +88,9 @@ fn find_or_build() -> Result<PathBuf> {
     }
     let (target, profile) = build_location()?;
     let binary = target.join(&profile).join("leakcheck-server");
+    if is_newer_than_sources(&binary, &workspace_root()) {
+        return Ok(binary);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let cargo_profile = if profile == "debug" {
         "dev"
@@ -129,6 +132,41 @@ fn find_or_build() -> Result<PathBuf> {
             "cannot run cargo to build it ({error}); set {SERVER_BIN_ENV}"
         ))),
     }
+}
+
+/// Whether `binary` exists and is newer than every file it is built from (the server's and
+/// leakcheck's sources and manifests, the workspace manifest and lock file). A workspace
+/// `cargo test` has just built it: asking cargo again could rebuild it with a different
+/// feature set for nothing.
+fn is_newer_than_sources(binary: &Path, root: &Path) -> bool {
+    let Some(built) = modified(binary) else {
+        return false;
+    };
+    let mut pending: Vec<PathBuf> = ["server", "leakcheck", "Cargo.toml", "Cargo.lock"]
+        .iter()
+        .map(|name| root.join(name))
+        .collect();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                return false;
+            };
+            pending.extend(
+                entries
+                    .filter_map(|entry| entry.ok())
+                    .map(|entry| entry.path()),
+            );
+        } else if modified(&path).is_none_or(|changed| changed > built) {
+            return false;
+        }
+    }
+    true
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
 }
 
 /// Where a running server can be reached; cheap to clone into sampling tasks.
@@ -590,6 +628,30 @@ mod tests {
     fn rejects_an_unknown_schema_version() {
         let error = LeakReport::parse(br#"{"schema_version":2,"leaked":0}"#).unwrap_err();
         assert!(error.contains("schema_version 2"), "{error}");
+    }
+
+    #[test]
+    fn a_binary_older_than_a_source_is_stale() {
+        let root = std::env::temp_dir().join(format!("chaos-fresh-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("server/src")).unwrap();
+        std::fs::create_dir_all(root.join("leakcheck/src")).unwrap();
+        for file in [
+            "server/src/lib.rs",
+            "leakcheck/src/lib.rs",
+            "Cargo.toml",
+            "Cargo.lock",
+        ] {
+            std::fs::write(root.join(file), "").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let binary = root.join("leakcheck-server");
+        std::fs::write(&binary, "").unwrap();
+        assert!(is_newer_than_sources(&binary, &root));
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(root.join("server/src/lib.rs"), "// changed").unwrap();
+        assert!(!is_newer_than_sources(&binary, &root));
+        assert!(!is_newer_than_sources(&root.join("missing"), &root));
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
