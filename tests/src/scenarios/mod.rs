@@ -62,8 +62,10 @@ pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
 pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(4);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
-/// Live tasks allowed above the baseline after quiescence: each idle pooled upstream
-/// connection keeps one driver task, and the pool may hold more than at the baseline.
+/// Live tasks allowed above the baseline after quiescence. In pool-exhaustion the pool's
+/// slots (4) stay wedged on the stalled upstream until the whole-request deadline, each a
+/// connection task plus a pooled-connection driver task (7 measured); elsewhere idle pooled
+/// connections keep one driver task each, and the resolver keeps its background task.
 pub const LIVE_SLACK: u64 = 8;
 /// Open fds allowed above the baseline after quiescence: idle pooled upstream connections
 /// (`LIVE_SLACK` of them at most), the resolver's sockets, and the sampler's own connection.
