@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::document::LoadedReport;
-use crate::summary::Summary;
+use crate::summary::{self, Summary};
 use crate::text;
 
 const STYLE: &str = "\
@@ -36,20 +36,7 @@ pub fn escape(text: &str) -> String {
 
 /// The page. `svg` is a complete SVG document (its XML prolog is dropped).
 pub fn render(summary: &Summary, svg: &str, reports: &[LoadedReport]) -> String {
-    let headline = if summary.leaked == 0 {
-        format!(
-            "No leaked tasks in {}",
-            text::count(summary.reports, "report")
-        )
-    } else {
-        format!(
-            "{} leaked in {} of {}, from {}",
-            text::count(summary.leaked, "task"),
-            summary.reports_with_leaks,
-            text::count(summary.reports, "report"),
-            text::count(summary.sites.len(), "spawn site")
-        )
-    };
+    let headline = summary::headline(summary);
     let mut page = String::new();
     let _ = write!(
         page,

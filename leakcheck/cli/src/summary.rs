@@ -161,25 +161,44 @@ pub fn has_leaks(summary: &Summary) -> bool {
     summary.leaked > 0
 }
 
-/// The table and one detail block per site, for people.
-pub fn render_text(summary: &Summary) -> String {
-    let mut out = String::new();
+/// One sentence: how many tasks leaked, in how many reports, from how many sites.
+pub fn headline(summary: &Summary) -> String {
     if summary.leaked == 0 {
-        let _ = writeln!(
-            out,
-            "leakcheck: no leaked tasks in {}",
+        return format!(
+            "no leaked tasks in {}",
             text::count(summary.reports, "report")
         );
-        return out;
     }
-    let _ = writeln!(
-        out,
-        "leakcheck: {} leaked in {} of {}, from {}",
+    let mut line = format!(
+        "{} leaked in {} of {}",
         text::count(summary.leaked, "task"),
         summary.reports_with_leaks,
         text::count(summary.reports, "report"),
-        text::count(summary.sites.len(), "spawn site"),
     );
+    if !summary.sites.is_empty() {
+        let _ = write!(
+            line,
+            ", from {}",
+            text::count(summary.sites.len(), "spawn site")
+        );
+    }
+    if let Some(degraded) = &summary.degraded {
+        let _ = write!(
+            line,
+            "; {} with unknown sites",
+            text::count(degraded.tasks, "task")
+        );
+    }
+    line
+}
+
+/// The table and one detail block per site, for people.
+pub fn render_text(summary: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "leakcheck: {}", headline(summary));
+    if summary.leaked == 0 {
+        return out;
+    }
     if !summary.sites.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = summary

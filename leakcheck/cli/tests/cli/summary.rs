@@ -11,7 +11,7 @@ fn groups_leaks_by_site_worst_first_and_skips_hidden_files() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "leakcheck: 8 tasks leaked in 3 of 3 reports, from 2 spawn sites"
+        "leakcheck: 8 tasks leaked in 3 of 3 reports, from 2 spawn sites; 2 tasks with unknown sites"
     );
     assert_eq!(lines[2], "  TASKS TESTS OLDEST SPAWN SITE");
     // Equal task counts: the site seen in more tests comes first.
@@ -73,4 +73,18 @@ fn files_and_directories_mix() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn reports_without_spawn_sites_are_summed_apart() {
+    let run = run(&["summary", "reports/server__tests__degraded_build.json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(
+            "leakcheck: 2 tasks leaked in 1 of 1 report; 2 tasks with unknown sites\n\n── spawn site unknown · 2 tasks in 1 test ──\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("TASKS"), "no table without sites");
 }
