@@ -1,11 +1,13 @@
 //! cancel-storm: waves of clients that abort mid-request on `/stream` and `/proxy` (half with
-//! a FIN, half with a RST); each abort's time is kept to measure cancel propagation.
+//! a FIN, half with a RST); each abort's time is kept to measure cancel propagation. Meanwhile
+//! a nemesis, on its own clock, cycles the upstream proxy through toxiproxy's toxics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -36,17 +38,6 @@ struct Client {
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     let (clients, wave) = ctx.scale.pick((5_000, 250), (120, 40));
-    ctx.env.proxy.set_toxics(vec![
-        ToxicSpec::downstream(Toxic::Latency {
-            latency: UPSTREAM_LATENCY,
-            jitter: Duration::from_millis(20),
-        }),
-        ToxicSpec::downstream(Toxic::Slicer {
-            average_size: 64,
-            size_variation: 32,
-            delay: Duration::from_millis(1),
-        }),
-    ]);
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let prefix = request_id_prefix(ctx.seed);
     let plan: Vec<Client> = (0..clients)
@@ -68,12 +59,86 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
             }
         })
         .collect();
+    let waves = run_waves(ctx, &plan, wave, &mut rng);
+    let nemesis = nemesis(ctx, StdRng::seed_from_u64(ctx.seed ^ NEMESIS_SEED));
+    tokio::select! {
+        () = waves => {}
+        () = nemesis => {}
+    }
+    Ok(())
+}
+
+/// Mixed into the run's seed for the nemesis' own random choices.
+const NEMESIS_SEED: u64 = 0x006E_656D_6573_6973;
+/// How long each toxic set stays on.
+const NEMESIS_PERIOD: Duration = Duration::from_millis(300);
+
+/// The toxic sets the nemesis cycles through, in a seeded order. Every set keeps `/proxy`
+/// requests in flight long enough to be aborted (latency, a blackhole or a slow link); some
+/// also break them first (a cut response, a reset, a cut request): those end `fail`.
+fn toxic_sets() -> Vec<Vec<ToxicSpec>> {
+    let latency = ToxicSpec::downstream(Toxic::Latency {
+        latency: UPSTREAM_LATENCY,
+        jitter: Duration::from_millis(20),
+    });
+    vec![
+        vec![
+            latency,
+            ToxicSpec::downstream(Toxic::Slicer {
+                average_size: 64,
+                size_variation: 32,
+                delay: Duration::from_millis(1),
+            }),
+        ],
+        vec![
+            latency,
+            ToxicSpec::downstream(Toxic::Bandwidth {
+                bytes_per_sec: 4_096,
+            }),
+        ],
+        vec![
+            latency,
+            ToxicSpec::downstream(Toxic::SlowClose {
+                delay: Duration::from_millis(200),
+            }),
+        ],
+        vec![
+            latency,
+            ToxicSpec::downstream(Toxic::LimitData { bytes: 40 }),
+        ],
+        vec![ToxicSpec::upstream(Toxic::Timeout {
+            after: Duration::ZERO,
+        })],
+        vec![
+            ToxicSpec::upstream(Toxic::Bandwidth { bytes_per_sec: 512 }),
+            ToxicSpec::downstream(Toxic::ResetPeer {
+                after: Duration::from_millis(100),
+            }),
+        ],
+        vec![latency, ToxicSpec::upstream(Toxic::LimitData { bytes: 16 })],
+    ]
+}
+
+/// Switches the proxy's toxics every [`NEMESIS_PERIOD`] until dropped (the storm's end),
+/// going through every set once per cycle in a seeded order.
+async fn nemesis(ctx: &StormContext<'_>, mut rng: StdRng) {
+    let mut sets = toxic_sets();
+    loop {
+        sets.shuffle(&mut rng);
+        for set in &sets {
+            ctx.env.proxy.set_toxics(set.clone());
+            tokio::time::sleep(NEMESIS_PERIOD).await;
+        }
+    }
+}
+
+async fn run_waves(ctx: &StormContext<'_>, plan: &[Client], wave: usize, rng: &mut StdRng) {
     for (number, wave_clients) in plan.chunks(wave).enumerate() {
         let mut running = JoinSet::new();
         for client in wave_clients {
             // Spread the wave's starts over ~WAVE_SPREAD: aborts then arrive as a stream (about
             // 1,000 per second), not one burst that would measure the run queue instead.
-            let start = Duration::from_micros(rand_start(&mut rng));
+            let start = Duration::from_micros(rand_start(rng));
             running.spawn(run_client(
                 ctx.endpoints.http,
                 client.clone(),
@@ -84,13 +149,14 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
         while running.join_next().await.is_some() {}
         let counts = ctx.history.counts();
         ctx.progress.say(&format!(
-            "wave {}/{}: {} aborted so far",
+            "wave {}/{}: {} aborted, {} ok, {} failed so far",
             number + 1,
             plan.len().div_ceil(wave),
-            counts.info
+            counts.info,
+            counts.ok,
+            counts.fail
         ));
     }
-    Ok(())
 }
 
 /// Time over which one wave's clients start.
