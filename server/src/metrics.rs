@@ -217,6 +217,16 @@ impl Metrics {
                     &one(interval.global_queue_depth.to_string()),
                 );
             }
+            #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+            metric(
+                "tokio_spawned_tasks_total",
+                "counter",
+                "Tasks spawned on the runtime since start.",
+                &one(tokio::runtime::Handle::current()
+                    .metrics()
+                    .spawned_tasks_count()
+                    .to_string()),
+            );
             metric(
                 "tokio_worker_polls_total",
                 "counter",

@@ -252,7 +252,7 @@ where
         Route::Slow => slow(&query).await,
         Route::Panic => panic_route(&app, &query).await,
         Route::Metrics => Ok(metrics(&app)),
-        Route::Debug if !peer.is_some_and(|peer| peer.ip().is_loopback()) => Ok(plain(
+        Route::Debug if !debug_allowed(peer) => Ok(plain(
             StatusCode::FORBIDDEN,
             "debug endpoints are served to loopback clients only\n",
         )),
@@ -263,6 +263,11 @@ where
         )),
     };
     outcome.unwrap_or_else(|bad_query| plain(StatusCode::BAD_REQUEST, &bad_query))
+}
+
+/// Debug endpoints expose task stacks and request ids: loopback peers only (an unknown peer is refused).
+fn debug_allowed(peer: Option<SocketAddr>) -> bool {
+    peer.is_some_and(|peer| peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback())
 }
 
 /// Reads (and discards) the request body: bounded in size here and in time by the body-timeout layer.
@@ -584,5 +589,44 @@ async fn debug_route(app: &App, path: &str) -> Response<ResponseBody> {
             StatusCode::NOT_FOUND,
             "debug endpoints: /debug/tasks /debug/dump /debug/cancellations\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_endpoints_are_for_loopback_peers_only() {
+        for allowed in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(debug_allowed(Some(allowed.parse().unwrap())), "{allowed}");
+        }
+        for refused in [
+            "10.0.0.1:1",
+            "192.168.1.2:1",
+            "[2001:db8::1]:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(!debug_allowed(Some(refused.parse().unwrap())), "{refused}");
+        }
+        assert!(!debug_allowed(None));
+    }
+
+    #[test]
+    fn query_numbers_are_bounded() {
+        let query = Query("children=3&ms=70000&x".to_owned());
+        assert_eq!(query.number("children", 4, 64), Ok(3));
+        assert_eq!(query.number("rounds", 64, 100), Ok(64));
+        assert!(
+            query
+                .number("ms", 0, 60_000)
+                .unwrap_err()
+                .contains("from 0 to 60000")
+        );
     }
 }

@@ -206,3 +206,25 @@ async fn tracking_off_serves_without_a_tracker() {
     let outcome = stop(server).await;
     assert!(!outcome.verified && outcome.leaks.is_none());
 }
+
+#[tokio::test]
+async fn certificates_from_pem_files() {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("leakcheck-server-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let server = start(Config {
+        cert: leakcheck_server::CertSource::Files { cert, key },
+        ..config()
+    });
+    assert_eq!(
+        server.bound().certificate.as_ref(),
+        generated.cert.der().as_ref(),
+        "the file's certificate is served"
+    );
+    assert_eq!(get_tls(&server, "/healthz").await.status, StatusCode::OK);
+    assert!(stop(server).await.leaks.is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
