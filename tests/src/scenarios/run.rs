@@ -1,0 +1,397 @@
+//! One run, start to verdict: faults up → server up → baseline → storm → heal → quiesce →
+//! final probe → SIGTERM; plus the client helpers the storms share.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::environment::server_args;
+use super::verdict::{Stranded, judge, stranded};
+use super::{
+    BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, LIVE_SLACK, Mode, RunPlan, RunResult,
+    SHUTDOWN_WAIT, STORM_BOUND, Scale, Scenario,
+};
+use crate::error::{Error, Result};
+use crate::history::{History, Outcome};
+use crate::measure::{self, Latencies, PROBE_DEADLINE, Sampler};
+use crate::server::{Endpoints, ServerProcess};
+
+/// What a storm gets to work with.
+#[derive(Debug)]
+pub struct StormContext<'a> {
+    pub(super) endpoints: Endpoints,
+    pub(super) env: &'a Environment,
+    pub(super) history: Arc<History>,
+    pub(super) seed: u64,
+    pub(super) scale: Scale,
+    pub(super) progress: &'a Progress,
+}
+
+/// Progress lines on stderr while a run goes on.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    prefix: String,
+    enabled: bool,
+    origin: Instant,
+}
+
+impl Progress {
+    /// Progress for one run, silent unless `enabled`.
+    pub fn new(scenario: Scenario, mode: Mode, enabled: bool) -> Self {
+        Self {
+            prefix: format!("{}/{}", scenario.name(), mode.name()),
+            enabled,
+            origin: Instant::now(),
+        }
+    }
+
+    /// Prints one line, with the time since the run started.
+    pub fn say(&self, message: &str) {
+        if self.enabled {
+            eprintln!(
+                "  [{:>6.1}s] {:<24} {message}",
+                self.origin.elapsed().as_secs_f64(),
+                self.prefix
+            );
+        }
+    }
+}
+
+/// Runs `plan` against `binary`; the server's leak report goes to `out_dir`.
+pub async fn run(
+    plan: RunPlan,
+    binary: &Path,
+    out_dir: &Path,
+    progress: &Progress,
+) -> Result<RunResult> {
+    let RunPlan {
+        scenario,
+        mode,
+        seed,
+        ..
+    } = plan;
+    let origin = Instant::now();
+    let env = Environment::start(seed).await?;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Output {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let leak_report = out_dir.join(format!(
+        "{}-{}.leak-report.json",
+        scenario.name(),
+        mode.name()
+    ));
+    let args = server_args(scenario, mode, &env);
+    progress.say(&format!(
+        "seed {seed}; starting {} {}",
+        binary.display(),
+        args.join(" ")
+    ));
+    let server = ServerProcess::start(binary, &args, &leak_report).await?;
+    let stderr = server.stderr_log();
+    let driven = drive(plan, origin, server, env, progress).await;
+    if driven.is_err() {
+        progress.say(&format!("server stderr (tail):\n{}", stderr.tail(20)));
+    }
+    driven
+}
+
+/// Everything after the server started: baseline, storm, heal, quiesce, shutdown, verdict.
+async fn drive(
+    plan: RunPlan,
+    origin: Instant,
+    server: ServerProcess,
+    env: Environment,
+    progress: &Progress,
+) -> Result<RunResult> {
+    let RunPlan {
+        scenario,
+        mode,
+        scale,
+        seed,
+    } = plan;
+    let endpoints = server.endpoints();
+
+    warm_up(scenario, &endpoints, progress).await;
+    let (live_before, fds_before) = measure::steady_reading(&endpoints, 5).await;
+    let sites_before = endpoints.live_sites().await?;
+    progress.say(&format!(
+        "baseline: {} live tasks, {} open fds",
+        show(live_before),
+        show(fds_before)
+    ));
+
+    let sampler = Sampler::start(endpoints, origin);
+    let history = Arc::new(History::default());
+    let ctx = StormContext {
+        endpoints,
+        env: &env,
+        history: Arc::clone(&history),
+        seed,
+        scale,
+        progress,
+    };
+    sampler.mark("storm");
+    sampler.count_probes(true);
+    let storm = tokio::time::timeout(STORM_BOUND, scenario.storm(&ctx)).await;
+    sampler.count_probes(false);
+    let mut notes = Vec::new();
+    match storm {
+        Ok(result) => result?,
+        Err(_) => notes.push(format!("storm cut short at {STORM_BOUND:?}")),
+    }
+    let counts = history.counts();
+    progress.say(&format!(
+        "storm over: {} ops (ok {} / fail {} / info {}), {} peers parked",
+        counts.total(),
+        counts.ok,
+        counts.fail,
+        counts.info,
+        history.parked()
+    ));
+
+    sampler.mark("heal");
+    scenario.heal(&env);
+    let quiesce_target = live_before.map(|live| live + LIVE_SLACK);
+    let quiesced = match quiesce_target {
+        Some(target) => {
+            measure::wait_for_live_at_most(&endpoints, target, scale.quiesce_bound()).await
+        }
+        None => None,
+    };
+    sampler.mark(if quiesced.is_some() {
+        "quiesced"
+    } else {
+        "quiesce bound"
+    });
+    progress.say(&match quiesced {
+        Some(after) => format!("quiesced in {} ms", after.as_millis()),
+        None => format!(
+            "live tasks still above baseline after {:?}",
+            scale.quiesce_bound()
+        ),
+    });
+    let final_probe_ok = endpoints.probe(PROBE_DEADLINE).await.is_ok();
+    let (live_after, fds_after) = measure::steady_reading(&endpoints, 5).await;
+    let stranded = match endpoints.live_sites().await {
+        Ok(sites_after) => stranded(&sites_before, &sites_after),
+        Err(error) => {
+            notes.push(error.to_string());
+            Stranded::default()
+        }
+    };
+    if stranded.tasks > 0 {
+        progress.say(&format!(
+            "{} tasks stranded above the baseline, most at {}",
+            stranded.tasks,
+            stranded.top_site.as_deref().unwrap_or("?")
+        ));
+    }
+
+    let aborts = history.aborts();
+    let mut cancel = Latencies::default();
+    if !aborts.is_empty() {
+        match endpoints.cancellations().await {
+            Ok(drained) => {
+                for abort in &aborts {
+                    if let Some(&at) = drained.get(&abort.request_id) {
+                        cancel.record(Duration::from_nanos(at.saturating_sub(abort.at_unix_ns)));
+                    }
+                }
+            }
+            Err(error) => notes.push(error.to_string()),
+        }
+    }
+
+    sampler.mark("sigterm");
+    progress.say("SIGTERM");
+    let parked_peers = history.parked() as u64;
+    let shutdown = server.terminate(SHUTDOWN_WAIT).await;
+    let sampled = sampler.stop();
+    history.release_parked();
+    drop(env);
+
+    let leaked_tasks = shutdown
+        .leak_report
+        .as_ref()
+        .map_or(0, |report| report.leaked);
+    let our_prefix = request_id_prefix(seed);
+    let leaked_with_our_request_ids = shutdown.leak_report.as_ref().map_or(0, |report| {
+        report.labeled(|label| label.starts_with(&our_prefix))
+    });
+    let reported_site = shutdown
+        .leak_report
+        .as_ref()
+        .and_then(|report| report.top_site())
+        .map(ToString::to_string);
+    let (detected_site, detected_by) = match (reported_site, &stranded.top_site) {
+        (Some(site), _) => (Some(site), Some(Detection::ShutdownVerification)),
+        (None, Some(site)) if stranded.tasks > LIVE_SLACK => {
+            (Some(site.clone()), Some(Detection::LiveSnapshot))
+        }
+        _ => (None, None),
+    };
+    if let Some(error) = &shutdown.leak_report_error {
+        notes.push(error.clone());
+    }
+    if shutdown.killed {
+        notes.push(format!(
+            "server did not exit within {SHUTDOWN_WAIT:?} of SIGTERM; killed"
+        ));
+    }
+    progress.say(&format!(
+        "exit {:?} after {} ms; shutdown verification reported {} leaked{}",
+        shutdown.exit_code,
+        shutdown.took.as_millis(),
+        leaked_tasks,
+        match (&detected_site, detected_by) {
+            (Some(site), Some(by)) => format!("; leak named at {site} by the {}", by.describe()),
+            _ => String::new(),
+        }
+    ));
+
+    let mut result = RunResult {
+        name: scenario.name(),
+        mode,
+        bug: scenario.bug(),
+        seed,
+        passed: false,
+        failures: notes,
+        requests: counts.total(),
+        outcomes: counts,
+        leaked_tasks,
+        leaked_with_our_request_ids,
+        stranded_tasks: stranded.tasks,
+        detected_site,
+        detected_by,
+        live_tasks: BeforePeakAfter {
+            before: live_before,
+            peak: sampled.timeline.peak_live(),
+            after: live_after,
+        },
+        open_fds: BeforePeakAfter {
+            before: fds_before,
+            peak: sampled.timeline.peak_fds(),
+            after: fds_after,
+        },
+        fd_delta: fds_before
+            .zip(fds_after)
+            .map(|(before, after)| after as i64 - before as i64),
+        probe_p50_ms: sampled.probe_latencies.quantile_ms(0.5),
+        probe_p99_ms: sampled.probe_latencies.quantile_ms(0.99),
+        probe_failures: sampled.probe_failures,
+        cancel_p50_ms: cancel.quantile_ms(0.5),
+        cancel_p99_ms: cancel.quantile_ms(0.99),
+        cancels_sent: aborts.len() as u64,
+        cancels_matched: cancel.len(),
+        quiesced_after_ms: quiesced.map(|after| after.as_millis() as u64),
+        final_probe_ok,
+        parked_peers,
+        exit_code: shutdown.exit_code,
+        shutdown_ms: shutdown.took.as_millis() as u64,
+        duration_ms: origin.elapsed().as_millis() as u64,
+        timeline: sampled.timeline,
+        server_stderr_tail: None,
+    };
+    result.failures.extend(judge(scenario, scale, &result));
+    result.passed = result.failures.is_empty();
+    if !result.passed {
+        result.server_stderr_tail = Some(tail(&shutdown.stderr, 40));
+        progress.say(&format!(
+            "server stderr (tail):\n{}",
+            tail(&shutdown.stderr, 20)
+        ));
+    }
+    Ok(result)
+}
+
+/// Exercises the routes a storm uses once, so tasks started lazily on first use (the
+/// resolver, the first pooled connection) are part of the baseline.
+async fn warm_up(scenario: Scenario, endpoints: &Endpoints, progress: &Progress) {
+    for _ in 0..3 {
+        if endpoints.probe(PROBE_DEADLINE).await.is_ok() {
+            break;
+        }
+    }
+    if scenario.warms_the_pool() {
+        match crate::http::get(endpoints.http, "/proxy", &[], CLIENT_DEADLINE).await {
+            Ok(response) if response.head.status == 200 => {}
+            Ok(response) => {
+                progress.say(&format!("warm-up /proxy answered {}", response.head.status))
+            }
+            Err(error) => progress.say(&format!("warm-up /proxy failed: {error}")),
+        }
+    }
+}
+
+/// Every request id a run sends starts with this (so leaked tasks can be traced to the run).
+pub(super) fn request_id_prefix(seed: u64) -> String {
+    format!("chaos-{seed:016x}-")
+}
+
+fn show(value: Option<u64>) -> String {
+    value.map_or_else(|| "?".to_owned(), |value| value.to_string())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `GET path` with `x-request-id`: `ok` on 200, `fail` on another status or a broken
+/// connection, `info` when [`CLIENT_DEADLINE`] passes first — then the client vanishes
+/// without closing (its socket is parked), so the server cannot lean on the client's FIN.
+pub(super) async fn get_or_park(
+    addr: std::net::SocketAddr,
+    path: &str,
+    request_id: &str,
+    history: &History,
+) {
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = crate::http::get_request(path, &[("x-request-id", request_id)]);
+        stream.write_all(&request).await.ok()?;
+        let mut buffered = Vec::new();
+        let waited = tokio::time::timeout(
+            CLIENT_DEADLINE,
+            crate::http::read_head(&mut stream, &mut buffered),
+        )
+        .await;
+        Some(match waited {
+            Ok(Ok(head)) if head.status == 200 => Outcome::Ok,
+            Ok(_) => Outcome::Fail,
+            Err(_) => {
+                history.park(stream);
+                Outcome::Info
+            }
+        })
+    };
+    history.record(exchange.await.unwrap_or(Outcome::Fail));
+}
+
+/// Starts `total` `client` futures, `per_batch` per `spacing`, whether or not earlier ones
+/// finished (an open-loop load, as real clients arrive), spread evenly inside each period so
+/// connects do not arrive as one burst (which would overflow the listen backlog and measure
+/// SYN retransmits instead of the server); the futures get their global index.
+pub(super) async fn open_loop<F, Fut>(
+    total: usize,
+    per_batch: usize,
+    spacing: Duration,
+    mut client: F,
+) where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut clients = tokio::task::JoinSet::new();
+    let gap = spacing / u32::try_from(per_batch.max(1)).unwrap_or(u32::MAX);
+    let mut next_start = Instant::now();
+    for index in 0..total {
+        tokio::time::sleep_until(next_start).await;
+        clients.spawn(client(index));
+        next_start += gap;
+    }
+    while clients.join_next().await.is_some() {}
+}
