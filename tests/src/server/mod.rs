@@ -1,15 +1,21 @@
-//! The real `leakcheck-server` process: finding (or building) the binary, starting it, its
-//! endpoints, and its shutdown verdict.
+//! The real `leakcheck-server` process: starting it, its endpoints, and its shutdown verdict;
+//! `binary` finds (or builds) it, `leak_report` reads what it reports.
+
+mod binary;
+mod leak_report;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use binary::{SERVER_BIN_ENV, build_location, server_binary, workspace_root};
+use leak_report::SCHEMA_VERSION;
+pub use leak_report::{LeakReport, Site, SiteGroup, TaskEntry};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -18,156 +24,20 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::http;
 
-/// Environment variable naming a server binary to use instead of building one.
-pub const SERVER_BIN_ENV: &str = "CHAOS_SERVER_BIN";
 /// How long the server may take to print its `listening` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest wait for a debug or metrics endpoint; a server slower than this is wedged.
 pub const ENDPOINT_DEADLINE: Duration = Duration::from_secs(3);
+
 /// Exit code of a server whose shutdown verification found leaked tasks (contract).
 pub const LEAK_EXIT_CODE: i32 = 3;
+
 /// Most stderr kept from one server run (a leak report of thousands of tasks fits).
 const MAX_STDERR_BYTES: usize = 32 * 1024 * 1024;
+
 /// The `/metrics` line carrying the tracker's live task count (followed by the value).
 const LIVE_TASKS_METRIC: &str = "leakcheck_live_tasks ";
-/// The only leak report / snapshot schema this suite reads.
-const SCHEMA_VERSION: u32 = 1;
-
-/// The workspace root (the parent of this package's directory).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// The cargo target directory this executable was built into, and its profile directory name
-/// (`debug`, `release`, …): `target/<profile>/chaos` or `target/<profile>/deps/<test>`.
-pub fn build_location() -> Result<(PathBuf, String)> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::ServerBinary(format!("cannot locate the running executable: {e}")))?;
-    let mut profile_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if profile_dir.file_name().is_some_and(|name| name == "deps") {
-        profile_dir.pop();
-    }
-    let profile = profile_dir
-        .file_name()
-        .and_then(|name| name.to_str())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            Error::ServerBinary(format!("{} is not in a cargo target dir", exe.display()))
-        })?;
-    let target = profile_dir.parent().map(Path::to_path_buf).ok_or_else(|| {
-        Error::ServerBinary(format!("{} is not in a cargo target dir", exe.display()))
-    })?;
-    Ok((target, profile))
-}
-
-/// The server binary to run: `$CHAOS_SERVER_BIN` if set, otherwise
-/// `target/<profile>/leakcheck-server` after `cargo build -p leakcheck-server` in the same
-/// target dir and profile as this executable (a no-op when it is up to date). Built once per
-/// process.
-pub fn server_binary() -> Result<PathBuf> {
-    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| find_or_build().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(Error::ServerBinary)
-}
-
-fn find_or_build() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(SERVER_BIN_ENV) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(Error::ServerBinary(format!(
-                "{SERVER_BIN_ENV}={} is not a file; unset it to build the server",
-                path.display()
-            )))
-        };
-    }
-    let (target, profile) = build_location()?;
-    let binary = target.join(&profile).join("leakcheck-server");
-    if is_newer_than_sources(&binary, &workspace_root()) {
-        return Ok(binary);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let cargo_profile = if profile == "debug" {
-        "dev"
-    } else {
-        profile.as_str()
-    };
-    eprintln!(
-        "chaos: building leakcheck-server ({cargo_profile} profile) into {}",
-        target.display()
-    );
-    let status = std::process::Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "leakcheck-server",
-            "--bin",
-            "leakcheck-server",
-        ])
-        .args(["--profile", cargo_profile])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .status();
-    match status {
-        Ok(status) if status.success() && binary.is_file() => Ok(binary),
-        Ok(status) => Err(Error::ServerBinary(format!(
-            "`cargo build -p leakcheck-server --profile {cargo_profile}` failed ({status}); \
-             fix the build or set {SERVER_BIN_ENV}"
-        ))),
-        Err(error) if binary.is_file() => {
-            eprintln!(
-                "chaos: cannot run cargo ({error}); using the existing {}",
-                binary.display()
-            );
-            Ok(binary)
-        }
-        Err(error) => Err(Error::ServerBinary(format!(
-            "cannot run cargo to build it ({error}); set {SERVER_BIN_ENV}"
-        ))),
-    }
-}
-
-/// Whether `binary` exists and is newer than every file it is built from (the server's and
-/// leakcheck's sources and manifests, the workspace manifest and lock file). A workspace
-/// `cargo test` has just built it: asking cargo again could rebuild it with a different
-/// feature set for nothing.
-fn is_newer_than_sources(binary: &Path, root: &Path) -> bool {
-    let Some(built) = modified(binary) else {
-        return false;
-    };
-    let mut pending: Vec<PathBuf> = ["server", "leakcheck", "Cargo.toml", "Cargo.lock"]
-        .iter()
-        .map(|name| root.join(name))
-        .collect();
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            let Ok(entries) = std::fs::read_dir(&path) else {
-                return false;
-            };
-            pending.extend(
-                entries
-                    .filter_map(|entry| entry.ok())
-                    .map(|entry| entry.path()),
-            );
-        } else if modified(&path).is_none_or(|changed| changed > built) {
-            return false;
-        }
-    }
-    true
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path)
-        .and_then(|meta| meta.modified())
-        .ok()
-}
 
 /// Where a running server can be reached; cheap to clone into sampling tasks.
 #[derive(Debug, Clone, Copy)]
@@ -505,94 +375,6 @@ pub fn parse_listening(line: &str) -> Result<(SocketAddr, SocketAddr)> {
     Ok((http.ok_or_else(bad)?, https.ok_or_else(bad)?))
 }
 
-/// The parts of a leakcheck `LeakReport` (schema_version 1) the suite uses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LeakReport {
-    /// Always 1.
-    pub schema_version: u32,
-    /// Leaked tasks.
-    pub leaked: u64,
-    /// Leaked tasks grouped by spawn site, most tasks first.
-    #[serde(default)]
-    pub sites: Vec<SiteGroup>,
-}
-
-/// Leaked tasks from one spawn site.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SiteGroup {
-    /// The spawn site.
-    pub site: Site,
-    /// How many tasks.
-    pub count: u64,
-    /// The tasks (only their labels are read).
-    #[serde(default)]
-    pub tasks: Vec<TaskEntry>,
-}
-
-/// A spawn site, workspace-relative.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Site {
-    /// Source file, e.g. `server/src/conn.rs`.
-    pub file: String,
-    /// Line.
-    pub line: u32,
-    /// Column.
-    pub column: u32,
-}
-
-impl std::fmt::Display for Site {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
-
-/// One leaked task (only its label is read).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskEntry {
-    /// The request id it was spawned under, if any.
-    #[serde(default)]
-    pub label: Option<String>,
-}
-
-impl LeakReport {
-    /// Reads and checks a report file.
-    pub fn read(path: &Path) -> std::result::Result<Self, String> {
-        let text =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Parses a report and rejects unknown schema versions.
-    pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
-        let report: LeakReport =
-            serde_json::from_slice(json).map_err(|e| format!("not a leak report: {e}"))?;
-        if report.schema_version != SCHEMA_VERSION {
-            return Err(format!(
-                "schema_version {} (this suite reads {SCHEMA_VERSION}); update the chaos suite",
-                report.schema_version
-            ));
-        }
-        Ok(report)
-    }
-
-    /// The spawn site with the most leaked tasks.
-    pub fn top_site(&self) -> Option<&Site> {
-        self.sites
-            .iter()
-            .max_by_key(|group| group.count)
-            .map(|group| &group.site)
-    }
-
-    /// Leaked tasks whose label satisfies `matches`.
-    pub fn labeled(&self, matches: impl Fn(&str) -> bool) -> u64 {
-        self.sites
-            .iter()
-            .flat_map(|group| &group.tasks)
-            .filter(|task| task.label.as_deref().is_some_and(&matches))
-            .count() as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,58 +387,5 @@ mod tests {
         assert_eq!(https, "127.0.0.1:4443".parse().unwrap());
         assert!(parse_listening("listening http=127.0.0.1:4000").is_err());
         assert!(parse_listening("ready on 4000").is_err());
-    }
-
-    #[test]
-    fn reads_a_leak_report_and_names_its_top_site() {
-        let json = br#"{"schema_version":1,"kind":"leak_report","test":"leakcheck-server","created_at_unix_ms":1,
-            "grace_ms":250,"leaked":3,"ignored":0,"degraded":false,
-            "sites":[{"site":{"file":"server/src/tls.rs","line":40,"column":9},"count":1,"oldest_age_ms":5,"tasks":[{"id":1,"age_ms":5,"spawned_by":[]}]},
-                     {"site":{"file":"server/src/routes.rs","line":88,"column":5},"count":2,"oldest_age_ms":9,
-                      "tasks":[{"id":2,"age_ms":9,"spawned_by":[1],"label":"cs-1"},{"id":3,"age_ms":9,"spawned_by":[1],"label":"other"}]}],
-            "stacks":[]}"#;
-        let report = LeakReport::parse(json).unwrap();
-        assert_eq!(report.leaked, 3);
-        assert_eq!(
-            report.top_site().unwrap().to_string(),
-            "server/src/routes.rs:88:5"
-        );
-        assert_eq!(report.labeled(|label| label.starts_with("cs-")), 1);
-    }
-
-    #[test]
-    fn rejects_an_unknown_schema_version() {
-        let error = LeakReport::parse(br#"{"schema_version":2,"leaked":0}"#).unwrap_err();
-        assert!(error.contains("schema_version 2"), "{error}");
-    }
-
-    #[test]
-    fn a_binary_older_than_a_source_is_stale() {
-        let root = std::env::temp_dir().join(format!("chaos-fresh-{}", std::process::id()));
-        std::fs::create_dir_all(root.join("server/src")).unwrap();
-        std::fs::create_dir_all(root.join("leakcheck/src")).unwrap();
-        for file in [
-            "server/src/lib.rs",
-            "leakcheck/src/lib.rs",
-            "Cargo.toml",
-            "Cargo.lock",
-        ] {
-            std::fs::write(root.join(file), "").unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        let binary = root.join("leakcheck-server");
-        std::fs::write(&binary, "").unwrap();
-        assert!(is_newer_than_sources(&binary, &root));
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(root.join("server/src/lib.rs"), "// changed").unwrap();
-        assert!(!is_newer_than_sources(&binary, &root));
-        assert!(!is_newer_than_sources(&root.join("missing"), &root));
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn the_build_location_is_a_profile_dir_inside_a_target_dir() {
-        let (target, profile) = build_location().unwrap();
-        assert!(target.join(&profile).is_dir());
     }
 }
