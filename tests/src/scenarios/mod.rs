@@ -87,7 +87,7 @@ pub enum Scenario {
     PoolExhaustion,
     /// Header drips, silent connections, garbage and half-closes on the HTTP port.
     Slowloris,
-    /// /stream clients that read a few bytes now and then through a tiny receive window.
+    /// /stream clients that read slowly through a tiny receive window, then stop reading.
     SlowReader,
     /// /panic requests (with and without a panicking child task) among /work requests.
     Panic,

@@ -45,7 +45,12 @@ pub fn build_location() -> Result<(PathBuf, String)> {
 pub fn server_binary() -> Result<PathBuf> {
     static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BINARY
-        .get_or_init(|| find_or_build().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            find_or_build().map_err(|error| match error {
+                Error::ServerBinary(message) => message,
+                other => other.to_string(),
+            })
+        })
         .clone()
         .map_err(Error::ServerBinary)
 }
