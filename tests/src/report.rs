@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::measure::Timeline;
-use crate::scenarios::{FD_SLACK, RunResult};
+use crate::scenarios::{Detection, FD_SLACK, RunResult};
 
 /// The summary file's format version.
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
@@ -30,12 +30,13 @@ pub fn scoreboard(runs: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>10} {:>10}  {:<7} detected site",
+        "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>8} {:>10} {:>10}  {:<7} detected site (by)",
         "scenario",
         "mode",
         "reqs",
         "ok/fail/info",
         "leaked",
+        "stranded",
         "fd delta",
         "probe p99",
         "cancel p99",
@@ -48,18 +49,19 @@ pub fn scoreboard(runs: &[RunResult]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>10} {:>10}  {:<7} {}",
+            "{:<16} {:<6} {:>6} {:>16} {:>7} {:>8} {:>8} {:>10} {:>10}  {:<7} {}",
             run.name,
             run.mode.name(),
             run.requests,
             outcomes,
             run.leaked_tasks,
+            run.stranded_tasks,
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
             ms(run.probe_p99_ms),
             ms(run.cancel_p99_ms),
             if run.passed { "PASS" } else { "FAIL" },
-            run.detected_site.as_deref().unwrap_or("-"),
+            detected(run),
         );
     }
     out
@@ -81,6 +83,16 @@ pub fn failure_details(runs: &[RunResult]) -> String {
         }
     }
     out
+}
+
+/// The detected site and which view of the tracker named it, or `-`.
+fn detected(run: &RunResult) -> String {
+    match (&run.detected_site, run.detected_by) {
+        (Some(site), Some(Detection::ShutdownVerification)) => format!("{site} (shutdown report)"),
+        (Some(site), Some(Detection::LiveSnapshot)) => format!("{site} (live snapshot)"),
+        (Some(site), None) => site.clone(),
+        (None, _) => "-".into(),
+    }
 }
 
 fn ms(value: Option<f64>) -> String {
@@ -144,7 +156,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
          section{{margin-top:28px}}ul{{margin:4px 0}}</style></head><body>\
          <h1>leakcheck chaos campaign</h1><p>{passed} of {} runs passed. Master seed <code>{master_seed}</code> \
          (replay: <code>cargo run --release -p chaos -- --seed {master_seed}</code>).</p><table><tr>\
-         <th>scenario</th><th>mode</th><th>requests</th><th>ok/fail/info</th><th>leaked</th><th>fd delta</th>\
+         <th>scenario</th><th>mode</th><th>requests</th><th>ok/fail/info</th><th>leaked</th><th>stranded</th><th>fd delta</th>\
          <th>probe p99</th><th>cancel p99</th><th>verdict</th><th>detected site</th></tr>",
         runs.len()
     );
@@ -152,17 +164,18 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
         let _ = write!(
             page,
             "<tr><td><a href=\"#{name}-{mode}\">{name}</a></td><td>{mode}</td><td>{}</td><td>{}/{}/{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{verdict}</td><td><code>{}</code></td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{verdict}</td><td><code>{}</code></td></tr>",
             run.requests,
             run.outcomes.ok,
             run.outcomes.fail,
             run.outcomes.info,
             run.leaked_tasks,
+            run.stranded_tasks,
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
             ms(run.probe_p99_ms),
             ms(run.cancel_p99_ms),
-            escape(run.detected_site.as_deref().unwrap_or("-")),
+            escape(&detected(run)),
             name = run.name,
             mode = run.mode.name(),
             class = if run.passed { "pass" } else { "fail" },
@@ -441,6 +454,27 @@ mod tests {
             !svg.contains("http://") || svg.matches("http://").count() == 1,
             "only the SVG namespace"
         );
+    }
+
+    #[test]
+    fn the_scoreboard_has_one_line_per_run_and_says_who_caught_the_leak() {
+        use crate::scenarios::{Mode, Scenario};
+        let error = crate::error::Error::ServerStart("unused".into());
+        let mut caught = RunResult::harness_failure(Scenario::TlsStall, Mode::Leaky, 1, &error);
+        caught.passed = true;
+        caught.stranded_tasks = 1000;
+        caught.detected_site = Some("server/src/listener.rs:118:29".into());
+        caught.detected_by = Some(Detection::LiveSnapshot);
+        let failed = RunResult::harness_failure(Scenario::Panic, Mode::Fixed, 2, &error);
+        let board = scoreboard(&[caught, failed]);
+        let lines: Vec<&str> = board.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("stranded"));
+        assert!(lines[1].starts_with("tls-stall"));
+        assert!(lines[1].contains("PASS"));
+        assert!(lines[1].ends_with("server/src/listener.rs:118:29 (live snapshot)"));
+        assert!(lines[2].contains("FAIL"));
+        assert!(failure_details(&[]).is_empty());
     }
 
     #[test]
