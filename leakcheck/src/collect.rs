@@ -55,9 +55,7 @@ pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskVi
                 spawned_by: record.parent.map(|p| vec![p.get()]).unwrap_or_default(),
                 age_ms: now_ns.saturating_sub(record.spawned_ns) / 1_000_000,
                 stack: record.stack,
-                label: record
-                    .context()
-                    .and_then(|ctx| ctx.label.as_ref().map(|l| l.name.clone())),
+                label: record.label().map(|l| l.name.clone()),
             });
         }
     });

@@ -3,7 +3,7 @@
 //! another rarely meet on one lock.
 //!
 //! Scope accounting lives in the shards too. A task's record points at its
-//! [`Context`] (the scopes and label it belongs to), and each shard counts its
+//! [`Context`] (the scopes it belongs to), and each shard counts its
 //! live tasks per context under the lock it already holds. A spawn and the
 //! matching terminate therefore touch only that shard's cache line — no
 //! shared counter or reference count bounces between the spawning thread and
@@ -38,7 +38,7 @@ const EARLY_ENDS_PER_SHARD: usize = 32;
 /// task (that would put a shared reference count back on the hot path).
 const CONTEXT_SWEEP_AT: usize = 64;
 
-/// What the registry keeps per live task: 40 bytes.
+/// What the registry keeps per live task: 48 bytes.
 #[derive(Debug)]
 pub(crate) struct Record {
     pub(crate) site: &'static Location<'static>,
@@ -48,6 +48,7 @@ pub(crate) struct Record {
     pub(crate) stack: Option<StackId>,
     /// Kept alive by the shard's context entry while this record exists.
     ctx: Option<NonNull<Context>>,
+    label: Option<Arc<Label>>,
 }
 
 impl Record {
@@ -56,6 +57,7 @@ impl Record {
         parent: Option<NonZeroU64>,
         spawned_ns: u64,
         stack: Option<StackId>,
+        label: Option<Arc<Label>>,
     ) -> Record {
         Record {
             site,
@@ -63,10 +65,16 @@ impl Record {
             spawned_ns,
             stack,
             ctx: None,
+            label,
         }
     }
 
-    /// The task's scopes and label, if it has any.
+    /// The label the task carries, if any.
+    pub(crate) fn label(&self) -> Option<&Label> {
+        self.label.as_deref()
+    }
+
+    /// The task's scopes, if it has any.
     pub(crate) fn context(&self) -> Option<&Context> {
         // SAFETY: the shard holding this record holds an `Arc` of the context
         // (its entry's count includes this record) for as long as the record
@@ -75,12 +83,11 @@ impl Record {
     }
 }
 
-/// Scopes and label shared by every task spawned under them: a child task
-/// points at its parent's context, so membership is inherited for free.
+/// Scopes shared by every task spawned under them: a child task points at
+/// its parent's context, so membership is inherited for free.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) scopes: Box<[Arc<Scope>]>,
-    pub(crate) label: Option<Arc<Label>>,
 }
 
 impl Context {
@@ -127,6 +134,30 @@ impl ContextRef {
                 Arc::from_raw(ptr.as_ptr())
             },
         }
+    }
+}
+
+/// What a running task passes on to the tasks it spawns, borrowed from its
+/// record (see [`Registry::spawner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spawner {
+    pub(crate) ctx: Option<NonNull<Context>>,
+    pub(crate) label: Option<NonNull<Label>>,
+}
+
+impl Spawner {
+    /// An owning handle to the spawner's label.
+    ///
+    /// # Safety
+    /// The spawner must still be running: its record holds the label.
+    pub(crate) unsafe fn label(&self) -> Option<Arc<Label>> {
+        // SAFETY: the pointer came from an `Arc<Label>` held by the running
+        // spawner's record (the caller's contract); one more strong count on
+        // a live allocation is sound.
+        self.label.map(|ptr| unsafe {
+            Arc::increment_strong_count(ptr.as_ptr());
+            Arc::from_raw(ptr.as_ptr())
+        })
     }
 }
 
@@ -226,9 +257,6 @@ impl Registry {
         }
         if let Some(ctx) = ctx {
             let ptr = ctx.ptr();
-            if let Some(label) = &ctx.get().label {
-                label.live.fetch_add(1, Ordering::Relaxed);
-            }
             if let Some(entry) = shard.contexts.get_mut(&ptr) {
                 entry.live += 1;
             } else {
@@ -243,6 +271,9 @@ impl Registry {
                 shard.contexts.insert(ptr, entry);
             }
             record.ctx = Some(ptr);
+        }
+        if let Some(label) = &record.label {
+            label.live.fetch_add(1, Ordering::Relaxed);
         }
         shard.live.insert(id, record);
     }
@@ -262,25 +293,24 @@ impl Registry {
                 shard.early_ends.push_back(id);
                 return None;
             };
-            let ptr = record.ctx?;
-            let entry = shard
-                .contexts
-                .get_mut(&ptr)
-                .expect("a record's context has an entry in its shard");
-            entry.live -= 1;
-            if entry.live == 0 {
-                wake.extend(
-                    entry
+            if let Some(ptr) = record.ctx {
+                let entry = shard
+                    .contexts
+                    .get_mut(&ptr)
+                    .expect("a record's context has an entry in its shard");
+                entry.live -= 1;
+                if entry.live == 0 {
+                    let waited = entry
                         .ctx
                         .scopes
                         .iter()
-                        .filter(|s| s.waiting.load(Ordering::SeqCst) > 0)
-                        .cloned(),
-                );
+                        .filter(|s| s.waiting.load(Ordering::SeqCst) > 0);
+                    wake.extend(waited.cloned());
+                }
             }
-            if let Some(label) = &entry.ctx.label {
+            if let Some(label) = record.label {
                 if label.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    drained = Some(label.clone());
+                    drained = Some(label);
                 }
             }
         }
@@ -301,15 +331,18 @@ impl Registry {
         Ok(f(record.context()))
     }
 
-    /// Borrows the context of a live task for a spawn it is making; `Err`
-    /// when the task is not tracked.
+    /// The context and label of a live task, borrowed for a spawn it is
+    /// making; `Err` when the task is not tracked.
     ///
     /// The caller must be running inside task `id` (its spawn hook), so the
-    /// record, and the context it points at, outlive the borrow.
-    pub(crate) fn context_of_spawner(&self, id: NonZeroU64) -> Result<Option<ContextRef>, ()> {
+    /// record, and the context and label it holds, outlive the borrow.
+    pub(crate) fn spawner(&self, id: NonZeroU64) -> Result<Spawner, ()> {
         let shard = self.shard(id).lock();
         let record = shard.live.get(&id).ok_or(())?;
-        Ok(record.ctx.map(ContextRef::Borrowed))
+        Ok(Spawner {
+            ctx: record.ctx,
+            label: record.label.as_ref().map(|l| NonNull::from(&**l)),
+        })
     }
 
     /// Live tasks that belong to `scope`.
@@ -402,13 +435,12 @@ mod tests {
     }
 
     fn record() -> Record {
-        Record::new(Location::caller(), None, 0, None)
+        Record::new(Location::caller(), None, 0, None, None)
     }
 
-    fn context(scopes: &[Arc<Scope>], label: Option<&str>) -> Arc<Context> {
+    fn context(scopes: &[Arc<Scope>]) -> Arc<Context> {
         Arc::new(Context {
             scopes: scopes.into(),
-            label: label.map(|l| Arc::new(Label::new(l.into()))),
         })
     }
 
@@ -416,7 +448,7 @@ mod tests {
     fn terminate_before_spawn_leaves_no_phantom() {
         let registry = Registry::default();
         let scope = Arc::new(Scope::default());
-        let ctx = context(std::slice::from_ref(&scope), None);
+        let ctx = context(std::slice::from_ref(&scope));
         assert!(registry.remove(id(7)).is_none());
         registry.insert(id(7), record(), Some(ContextRef::Owned(ctx)));
         assert_eq!(registry.len(), 0);
@@ -428,17 +460,14 @@ mod tests {
         let registry = Registry::default();
         let scope = Arc::new(Scope::default());
         let other = Arc::new(Scope::default());
-        let ctx = context(std::slice::from_ref(&scope), None);
+        let ctx = context(std::slice::from_ref(&scope));
         for n in 1..=200 {
             registry.insert(id(n), record(), Some(ContextRef::borrow(&ctx)));
         }
         registry.insert(
             id(1000),
             record(),
-            Some(ContextRef::Owned(context(
-                std::slice::from_ref(&other),
-                None,
-            ))),
+            Some(ContextRef::Owned(context(std::slice::from_ref(&other)))),
         );
         assert_eq!(registry.scope_live(&scope), 200);
         assert_eq!(registry.scope_live(&other), 1);
@@ -452,9 +481,10 @@ mod tests {
     #[test]
     fn last_task_of_a_label_drains_it() {
         let registry = Registry::default();
-        let ctx = context(&[], Some("req-1"));
+        let label = Arc::new(Label::new("req-1".into()));
         for n in 1..=2 {
-            registry.insert(id(n), record(), Some(ContextRef::borrow(&ctx)));
+            let record = Record::new(Location::caller(), None, 0, None, Some(label.clone()));
+            registry.insert(id(n), record, None);
         }
         assert!(registry.remove(id(1)).is_none());
         assert_eq!(
@@ -469,7 +499,7 @@ mod tests {
         for n in 0..1_000u64 {
             // Same shard every time, a new context every time.
             let task = id(1 + n * SHARDS as u64);
-            registry.insert(task, record(), Some(ContextRef::Owned(context(&[], None))));
+            registry.insert(task, record(), Some(ContextRef::Owned(context(&[]))));
             registry.remove(task);
         }
         let entries = registry.shards[1].0.lock().contexts.len();
@@ -479,7 +509,7 @@ mod tests {
     #[test]
     fn record_stays_small() {
         assert!(
-            std::mem::size_of::<Record>() <= 40,
+            std::mem::size_of::<Record>() <= 48,
             "{}",
             std::mem::size_of::<Record>()
         );

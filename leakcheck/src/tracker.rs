@@ -6,7 +6,6 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::hash::Hasher;
 use std::num::NonZeroU64;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
-use crate::registry::{Context, ContextRef, Label, Record, Registry, Scope};
+use crate::registry::{Context, ContextRef, Label, Record, Registry, Scope, Spawner};
 use crate::report::Snapshot;
 use crate::settings::{BacktraceMode, Mode, Settings};
 
@@ -178,22 +177,22 @@ impl Tracker {
         inner.open_count.fetch_add(1, Ordering::AcqRel);
         let owner = tokio::task::try_id().map(task_id);
         // The new scope's tasks also belong to every scope the owner is in.
+        let scopes_of = |ctx: &Context| ctx.scopes.to_vec();
         let base = match owner {
             Some(task) => match inner.task_anchor(task) {
-                Some(anchor) => Some(ContextParts::of(anchor.get())),
+                Some(anchor) => Some(scopes_of(anchor.get())),
                 None => inner
                     .registry
-                    .with_context(task, |ctx| ctx.map(ContextParts::of))
+                    .with_context(task, |ctx| ctx.map(scopes_of))
                     .ok()
                     .flatten(),
             },
-            None => thread_anchor(inner).map(|anchor| ContextParts::of(anchor.get())),
+            None => thread_anchor(inner).map(|anchor| scopes_of(anchor.get())),
         };
-        let (mut scopes, label) = base.unwrap_or_default();
+        let mut scopes = base.unwrap_or_default();
         scopes.push(scope.clone());
         let ctx = Arc::new(Context {
             scopes: scopes.into(),
-            label,
         });
         let anchor = Anchor {
             scope: scope.clone(),
@@ -258,27 +257,14 @@ thread_local! {
     static SPAWNER: Cell<Option<SpawnerEntry>> = const { Cell::new(None) };
 }
 
-/// (tracker, task) → that task's context, for [`Inner::spawner_context`].
-type SpawnerEntry = ((usize, NonZeroU64), Option<NonNull<Context>>);
+/// (tracker, task) → what that task passes on, for [`Inner::spawner`].
+type SpawnerEntry = ((usize, NonZeroU64), Spawner);
 
 thread_local! {
     // Scopes opened outside any task (a block_on body, such as a test body),
     // keyed by tracker: tasks spawned from this thread with no parent join
     // the innermost one.
     static THREAD_ANCHORS: RefCell<Vec<(usize, Anchor)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A context's scopes and label, copied out to build a new context.
-type ContextParts = (Vec<Arc<Scope>>, Option<Arc<Label>>);
-
-trait CopyParts {
-    fn of(ctx: &Context) -> Self;
-}
-
-impl CopyParts for ContextParts {
-    fn of(ctx: &Context) -> Self {
-        (ctx.scopes.to_vec(), ctx.label.clone())
-    }
 }
 
 /// The innermost scope anchored on this thread for `inner`, borrowed: the
@@ -317,65 +303,53 @@ impl Inner {
             return None;
         }
         let scopes: Box<[Arc<Scope>]> = self.open.lock().iter().cloned().collect();
-        (!scopes.is_empty()).then(|| {
-            ContextRef::Owned(Arc::new(Context {
-                scopes,
-                label: None,
-            }))
-        })
+        (!scopes.is_empty()).then(|| ContextRef::Owned(Arc::new(Context { scopes })))
     }
 
-    /// The context of the running task `parent`, from a one-entry cache per
+    /// What the running task `parent` passes on, from a one-entry cache per
     /// thread: a task spawning in a loop is looked up once, not per child.
-    /// Task ids are never reused and a record's context never changes, so an
-    /// entry stays right while its task runs (on this thread, now).
-    fn spawner_context(self: &Arc<Self>, parent: NonZeroU64) -> Result<Option<ContextRef>, ()> {
+    /// Task ids are never reused and a record never changes, so an entry
+    /// stays right while its task runs (on this thread, now).
+    fn spawner(self: &Arc<Self>, parent: NonZeroU64) -> Result<Spawner, ()> {
         let key = (Arc::as_ptr(self) as usize, parent);
-        if let Ok(Some((cached, ctx))) = SPAWNER.try_with(Cell::get) {
+        if let Ok(Some((cached, spawner))) = SPAWNER.try_with(Cell::get) {
             if cached == key {
-                return Ok(ctx.map(ContextRef::Borrowed));
+                return Ok(spawner);
             }
         }
-        let ctx = self.registry.context_of_spawner(parent)?;
-        let _ = SPAWNER.try_with(|cell| cell.set(Some((key, ctx.as_ref().map(ContextRef::ptr)))));
-        Ok(ctx)
+        let spawner = self.registry.spawner(parent)?;
+        let _ = SPAWNER.try_with(|cell| cell.set(Some((key, spawner))));
+        Ok(spawner)
     }
 
-    /// Which scopes and label a task spawned by `parent` belongs to.
-    fn context_for(self: &Arc<Self>, parent: Option<NonZeroU64>) -> Option<ContextRef> {
-        let label = crate::label::current();
-        let inherited = match parent {
-            None => thread_anchor(self).or_else(|| self.all_open()),
-            Some(parent) => match self.task_anchor(parent) {
-                Some(ctx) => Some(ctx),
-                None if self.open_count.load(Ordering::Acquire) == 0
-                    && label.is_none()
-                    && !crate::label::ever_used() =>
-                {
-                    None
-                }
-                None => match self.spawner_context(parent) {
-                    Ok(ctx) => ctx,
-                    Err(()) => self.all_open(),
-                },
-            },
+    /// The scopes and label of a task spawned by `parent` (`None` when
+    /// spawned outside any task). The label is the one being polled on this
+    /// thread ([`crate::labeled`]), else the parent's.
+    fn context_for(
+        self: &Arc<Self>,
+        parent: Option<NonZeroU64>,
+    ) -> (Option<ContextRef>, Option<Arc<Label>>) {
+        let current = crate::label::current();
+        let Some(parent) = parent else {
+            return (thread_anchor(self).or_else(|| self.all_open()), current);
         };
-        match (inherited, label) {
-            (ctx, None) => ctx,
-            (Some(ctx), Some(label))
-                if ctx
-                    .get()
-                    .label
-                    .as_ref()
-                    .is_some_and(|l| Arc::ptr_eq(l, &label)) =>
-            {
-                Some(ctx)
-            }
-            (ctx, Some(label)) => Some(ContextRef::Owned(Arc::new(Context {
-                scopes: ctx.map(|c| c.get().scopes.clone()).unwrap_or_default(),
-                label: Some(label),
-            }))),
+        // Anchors exist only while a scope is open.
+        if self.open_count.load(Ordering::Acquire) == 0
+            && current.is_none()
+            && !crate::label::ever_used()
+        {
+            return (None, None);
         }
+        let (ctx, inherited) = match self.spawner(parent) {
+            // SAFETY: `parent` is running on this thread: it is inside spawn.
+            Ok(spawner) => (
+                spawner.ctx.map(ContextRef::Borrowed),
+                current.is_none().then(|| unsafe { spawner.label() }),
+            ),
+            Err(()) => (self.all_open(), None),
+        };
+        let ctx = self.task_anchor(parent).or(ctx);
+        (ctx, current.or(inherited.flatten()))
     }
 
     #[cfg(tokio_unstable)]
@@ -387,13 +361,13 @@ impl Inner {
         }
         let id = task_id(meta.id());
         let parent = tokio::task::try_id().map(task_id);
-        let ctx = self.context_for(parent);
+        let (ctx, label) = self.context_for(parent);
         let stack = match self.settings.backtrace {
             BacktraceMode::Full => crate::capture::capture(),
             BacktraceMode::Off => None,
         };
         let spawned_ns = crate::clock::now_ns();
-        let record = Record::new(meta.spawned_at(), parent, spawned_ns, stack);
+        let record = Record::new(meta.spawned_at(), parent, spawned_ns, stack, label);
         self.registry.insert(id, record, ctx);
         if let Some(hook) = &self.user_spawn {
             hook(meta);
