@@ -160,9 +160,12 @@ pub(super) struct Stranded {
     pub(super) top_site: Option<String>,
 }
 
-/// Per-site growth of live tasks from `before` to `after`.
+/// Per-site growth of live tasks from `before` to `after`. The site named is the one that
+/// grew most among those whose tasks run on behalf of a request (it points into the handler
+/// that hangs) when one grew past [`LIVE_SLACK`]; otherwise the one that grew most (for leaks
+/// with no request, e.g. a stalled handshake, that is the connection task).
 pub(super) fn stranded(before: &[SiteCount], after: &[SiteCount]) -> Stranded {
-    let mut growth: Vec<(String, u64)> = after
+    let mut growth: Vec<(String, u64, bool)> = after
         .iter()
         .map(|now| {
             let was = before
@@ -170,14 +173,23 @@ pub(super) fn stranded(before: &[SiteCount], after: &[SiteCount]) -> Stranded {
                 .filter(|then| then.site == now.site)
                 .map(|then| then.count)
                 .sum::<u64>();
-            (now.site.to_string(), now.count.saturating_sub(was))
+            (
+                now.site.to_string(),
+                now.count.saturating_sub(was),
+                now.is_request_scoped(),
+            )
         })
-        .filter(|(_, grew)| *grew > 0)
+        .filter(|(_, grew, _)| *grew > 0)
         .collect();
     growth.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let request_site = growth
+        .iter()
+        .find(|(_, grew, request_scoped)| *request_scoped && *grew > LIVE_SLACK);
     Stranded {
-        tasks: growth.iter().map(|(_, grew)| grew).sum(),
-        top_site: growth.first().map(|(site, _)| site.clone()),
+        tasks: growth.iter().map(|(_, grew, _)| grew).sum(),
+        top_site: request_site
+            .or(growth.first())
+            .map(|(site, _, _)| site.clone()),
     }
 }
 
@@ -268,18 +280,33 @@ mod tests {
 
     #[test]
     fn stranded_tasks_are_the_per_site_growth() {
-        let at = |line: u32, count: u64| SiteCount {
+        let at = |line: u32, count: u64, label: Option<&str>| SiteCount {
             site: crate::server::Site {
                 file: "server/src/x.rs".into(),
                 line,
                 column: 1,
             },
             count,
+            tasks: vec![crate::server::TaskEntry {
+                label: label.map(str::to_owned),
+            }],
         };
-        let growth = stranded(&[at(1, 3), at(2, 1)], &[at(1, 2), at(2, 40), at(3, 5)]);
+        let growth = stranded(
+            &[at(1, 3, None), at(2, 1, None)],
+            &[at(1, 2, None), at(2, 40, None), at(3, 5, None)],
+        );
         assert_eq!(growth.tasks, 44);
         assert_eq!(growth.top_site.as_deref(), Some("server/src/x.rs:2:1"));
-        assert_eq!(stranded(&[at(1, 3)], &[at(1, 3)]), Stranded::default());
+        assert_eq!(
+            stranded(&[at(1, 3, None)], &[at(1, 3, None)]),
+            Stranded::default()
+        );
+
+        // A request-scoped site that grew past the slack is named before a bigger one.
+        let request = stranded(&[], &[at(1, 60, None), at(2, 30, Some("req-1"))]);
+        assert_eq!(request.top_site.as_deref(), Some("server/src/x.rs:2:1"));
+        let small = stranded(&[], &[at(1, 60, None), at(2, LIVE_SLACK, Some("req-1"))]);
+        assert_eq!(small.top_site.as_deref(), Some("server/src/x.rs:1:1"));
     }
 
     #[test]

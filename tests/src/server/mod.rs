@@ -69,6 +69,16 @@ pub struct SiteCount {
     pub site: Site,
     /// Live tasks spawned there.
     pub count: u64,
+    /// The tasks (only their request-id labels are read).
+    #[serde(default)]
+    pub tasks: Vec<TaskEntry>,
+}
+
+impl SiteCount {
+    /// Whether tasks from this site run on behalf of a request (carry a request-id label).
+    pub fn is_request_scoped(&self) -> bool {
+        self.tasks.iter().any(|task| task.label.is_some())
+    }
 }
 
 #[derive(Deserialize)]
