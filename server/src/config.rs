@@ -74,7 +74,7 @@ pub struct Args {
     /// Time given to in-flight connections on shutdown before they are cancelled.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Upstream base URL for /proxy, e.g. http://upstream.test:9000/ (http only).
+    /// Upstream base URL for /proxy, e.g. `http://upstream.test:9000/` (http only).
     #[arg(long)]
     pub upstream: Option<String>,
     /// Nameserver (IP:PORT, UDP) for upstream names; the system resolver configuration when absent.
