@@ -133,6 +133,34 @@ struct PooledConnection {
     _driver: AbortOnDropHandle<()>,
 }
 
+/// Where an exchange on a pooled connection failed.
+enum ExchangeFailure {
+    /// No response head arrived (the connection was closed or refused the request).
+    BeforeResponse(String),
+    /// The response head arrived, then its body failed.
+    Body(String),
+}
+
+/// Sends `request` on `connection` and reads the whole (bounded) response.
+async fn exchange(
+    connection: &mut PooledConnection,
+    request: Request<Empty<Bytes>>,
+) -> Result<(StatusCode, Bytes), ExchangeFailure> {
+    let before_response = |error: hyper::Error| ExchangeFailure::BeforeResponse(error.to_string());
+    connection.sender.ready().await.map_err(before_response)?;
+    let response = connection
+        .sender
+        .send_request(request)
+        .await
+        .map_err(before_response)?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_UPSTREAM_BODY)
+        .collect()
+        .await
+        .map_err(|error| ExchangeFailure::Body(error.to_string()))?;
+    Ok((status, body.to_bytes()))
+}
+
 /// Resolver, in-flight lookups and the connection pool for one upstream.
 pub struct Upstream {
     target: Option<Target>,
@@ -206,30 +234,41 @@ impl Upstream {
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let target = self.target.as_ref().ok_or(UpstreamError::NotConfigured)?;
         let _slot = self.acquire_slot().await?;
-        let mut connection = match self.take_idle() {
-            Some(connection) => connection,
-            None => self.dial(target).await?,
+        let request = || {
+            Request::get(format!("{}{}", target.base_path, path_and_query))
+                .header(http::header::HOST, &target.authority)
+                .body(Empty::new())
+                .map_err(|error| UpstreamError::Exchange(error.to_string()))
         };
-        let request = Request::get(format!("{}{}", target.base_path, path_and_query))
-            .header(http::header::HOST, &target.authority)
-            .body(Empty::new())
-            .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
-        let exchange = async {
-            connection.sender.ready().await?;
-            let response = connection.sender.send_request(request).await?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_UPSTREAM_BODY)
-                .collect()
-                .await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body.to_bytes()))
-        };
-        let relayed = exchange
+        if let Some(mut reused) = self.take_idle() {
+            match exchange(&mut reused, request()?).await {
+                Ok(relayed) => {
+                    self.keep(reused);
+                    return Ok(relayed);
+                }
+                // The upstream closed the idle connection before answering; a GET may be sent
+                // again, once, on a fresh connection.
+                Err(ExchangeFailure::BeforeResponse(_)) => {}
+                Err(ExchangeFailure::Body(reason)) => return Err(UpstreamError::Exchange(reason)),
+            }
+        }
+        let mut fresh = self.dial(target).await?;
+        let relayed = exchange(&mut fresh, request()?)
             .await
-            .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
+            .map_err(|failure| match failure {
+                ExchangeFailure::BeforeResponse(reason) | ExchangeFailure::Body(reason) => {
+                    UpstreamError::Exchange(reason)
+                }
+            })?;
+        self.keep(fresh);
+        Ok(relayed)
+    }
+
+    /// Returns a connection to the idle list unless the upstream closed it.
+    fn keep(&self, connection: PooledConnection) {
         if !connection.sender.is_closed() {
             self.idle.lock().push(connection);
         }
-        Ok(relayed)
     }
 
     async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {

@@ -228,3 +228,17 @@ async fn certificates_from_pem_files() {
     assert!(stop(server).await.leaks.is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn proxy_retries_a_get_once_when_a_pooled_connection_drops_it() {
+    let (upstream, _upstream_task) = fickle_upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", upstream.port())),
+        ..config()
+    });
+    for _ in 0..5 {
+        let reply = get(&server, "/proxy").await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "hi"));
+    }
+    assert!(stop(server).await.leaks.is_none());
+}

@@ -338,3 +338,35 @@ pub fn assert_server_sites(tasks: &[Value]) {
         );
     }
 }
+
+/// An upstream on 127.0.0.1 that answers the first request of each connection (keep-alive) and
+/// drops the connection, unanswered, on its second request.
+pub async fn fickle_upstream() -> (SocketAddr, JoinHandle<()>) {
+    async fn read_head(stream: &mut TcpStream) -> bool {
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buffer[..n]),
+            }
+        }
+        true
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if read_head(&mut stream).await {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi")
+                        .await;
+                    read_head(&mut stream).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
