@@ -307,3 +307,83 @@ async fn shutdown_cancels_in_flight_streams_within_the_grace_and_verifies_clean(
         "shutdown took {took:?} with a 500ms grace"
     );
 }
+
+#[tokio::test]
+async fn a_slow_reader_over_tls_is_cut_by_the_write_deadline() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let stream = TcpStream::connect(server.bound().https).await.unwrap();
+    let mut tls = tls_connector(&server)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    tls.write_all(b"GET /stream?chunks=64&interval_ms=1&size=1048576 HTTP/1.1\r\nHost: x\r\nx-request-id: slow-tls\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for_tasks(&server, "the stream to start", |snapshot| {
+        !labeled(snapshot, "slow-tls").is_empty()
+    })
+    .await;
+    wait_for_tasks(
+        &server,
+        "the write deadline to end the TLS slow reader's tasks",
+        |snapshot| labeled(snapshot, "slow-tls").is_empty(),
+    )
+    .await;
+    back_to_baseline(&server, baseline).await;
+    drop(tls);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_storm_of_hostile_clients_leaves_the_baseline_intact() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let (http, https) = (server.bound().http, server.bound().https);
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..20u32 {
+        // Silent on both ports, half a TLS record, garbage, and a /stream abandoned mid-way.
+        clients.spawn(async move {
+            time_until_closed(&mut TcpStream::connect(http).await.unwrap()).await
+        });
+        clients.spawn(async move {
+            time_until_closed(&mut TcpStream::connect(https).await.unwrap()).await
+        });
+        clients.spawn(async move {
+            let mut stream = TcpStream::connect(https).await.unwrap();
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01])
+                .await
+                .unwrap();
+            time_until_closed(&mut stream).await
+        });
+        clients.spawn(async move {
+            let mut stream = TcpStream::connect(http).await.unwrap();
+            stream
+                .write_all(format!("\x16garbage {n}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            time_until_closed(&mut stream).await
+        });
+        clients.spawn(async move {
+            let mut stream = TcpStream::connect(http).await.unwrap();
+            let request = format!("GET /stream?chunks=100000&interval_ms=1&size=32 HTTP/1.1\r\nHost: x\r\nx-request-id: storm-{n}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut first = [0u8; 32];
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first).await.unwrap();
+            Some(Duration::ZERO)
+        });
+    }
+    while let Some(closed) = clients.join_next().await {
+        assert!(
+            closed.unwrap().is_some(),
+            "every hostile connection is closed by the server"
+        );
+    }
+    back_to_baseline(&server, baseline).await;
+    assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
+    assert!(stop(server).await.leaks.is_none());
+}
