@@ -45,6 +45,13 @@ use crate::upstream::Upstream;
 /// How long the shutdown verification waits for cancelled tasks to finish unwinding.
 pub const VERIFY_GRACE: Duration = Duration::from_secs(1);
 
+/// How long dropping the runtime may wait for its blocking threads after verification.
+pub const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Time the binary's shutdown may take beyond `--shutdown-grace` + [`VERIFY_GRACE`] (report
+/// rendering, symbolization) before its watchdog exits with [`EXIT_LEAKS`].
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
+
 /// Exit code of the binary when tasks outlived shutdown.
 pub const EXIT_LEAKS: u8 = 3;
 
@@ -149,7 +156,7 @@ where
         tracker.install(&mut builder);
     }
     let runtime = builder.build().map_err(ServerError::Runtime)?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         // Every task spawned from here on belongs to the verified scope.
         let scope = tracker.as_ref().map(|_| {
             leakcheck::verify_none()
@@ -170,7 +177,10 @@ where
             leaks,
             verified: true,
         })
-    })
+    });
+    // Verification is done; do not wait on blocking-pool threads stuck in a syscall.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    outcome
 }
 
 async fn serve(

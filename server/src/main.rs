@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use leakcheck_server::{Args, Config, EXIT_LEAKS, run, shutdown};
+use leakcheck_server::{Args, Config, EXIT_LEAKS, SHUTDOWN_SLACK, VERIFY_GRACE, run, shutdown};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -26,7 +26,12 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
     };
-    let outcome = match run(config, announce, shutdown::signal) {
+    let shutdown_limit = config.shutdown_grace + VERIFY_GRACE + SHUTDOWN_SLACK;
+    let stop = move || async move {
+        shutdown::signal().await;
+        shutdown::exit_if_stuck(shutdown_limit, EXIT_LEAKS);
+    };
+    let outcome = match run(config, announce, stop) {
         Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("leakcheck-server: {error}");

@@ -1,7 +1,8 @@
-//! Shutdown triggers (SIGTERM, Ctrl-C) and writing the leak report file.
+//! Shutdown triggers (SIGTERM, Ctrl-C), the shutdown watchdog, and writing the leak report file.
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 /// Resolves on the first SIGTERM or Ctrl-C (SIGINT).
 pub async fn signal() {
@@ -24,6 +25,22 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Exits the process with `code` if it is still running `limit` from now: the last resort when
+/// a task ignores cancellation or a worker thread is blocked, so a SIGTERM always ends the server.
+pub fn exit_if_stuck(limit: Duration, code: u8) {
+    let watchdog = std::thread::Builder::new().name("shutdown-watchdog".to_owned()).spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "leakcheck-server: shutdown did not finish within {limit:?}: a task ignores cancellation \
+             or a worker thread is blocked; exiting with {code}"
+        );
+        std::process::exit(code.into());
+    });
+    if let Err(error) = watchdog {
+        tracing::warn!(%error, "cannot start the shutdown watchdog; shutdown is unbounded");
     }
 }
 
