@@ -1,6 +1,7 @@
 //! Labels (`leakcheck::labeled`): every task spawned under a label, and every
 //! descendant, carries it in snapshots and reports, and the tracker says when
-//! the last task of a label has ended.
+//! the last task of a label has ended. Also: the hooks a user passes through
+//! the builder still run (tokio keeps one hook per runtime).
 
 #![cfg(tokio_unstable)]
 
@@ -61,4 +62,37 @@ fn label_reaches_descendants_and_drains_once() {
         drained_rx.recv().await.unwrap();
         assert_eq!(*drained.lock().unwrap(), vec!["req-7".to_owned()]);
     });
+}
+
+#[test]
+fn users_own_hooks_are_chained() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let terminated = Arc::new(AtomicUsize::new(0));
+    let (on_spawn, on_terminate) = (spawned.clone(), terminated.clone());
+    let tracker = leakcheck::Tracker::builder()
+        .on_task_spawn(move |_| {
+            on_spawn.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_task_terminate(move |_| {
+            on_terminate.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    let runtime = builder.build().unwrap();
+    runtime.block_on(async {
+        let guard = leakcheck::verify_none();
+        for _ in 0..3 {
+            tokio::spawn(async {}).await.unwrap();
+        }
+        guard.verify().await.unwrap();
+    });
+    drop(runtime);
+    // Three tasks, plus leakcheck's own registration probe if it ran.
+    assert!(spawned.load(Ordering::SeqCst) >= 3);
+    assert_eq!(
+        spawned.load(Ordering::SeqCst),
+        terminated.load(Ordering::SeqCst)
+    );
 }
