@@ -14,6 +14,12 @@ pub const CANCELLATION_LOG_CAPACITY: usize = 65_536;
 /// How long /debug/dump waits for every worker to check in before answering 503.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most live tasks /debug/dump will trace. tokio stops every worker for a dump, and on a
+/// multi-thread runtime its `steal_all` can spin forever once more tasks are queued than a
+/// worker's local queue holds (256), which no timeout can interrupt: a busier server answers
+/// 503 and /debug/tasks is the way to look at it.
+pub const MAX_DUMPED_TASKS: usize = 128;
+
 /// When each request id's last labeled task ended, fed by leakcheck's `on_label_drained`.
 #[derive(Debug, Default)]
 pub struct CancellationLog {
@@ -61,7 +67,8 @@ pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
         .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
 }
 
-/// A text task dump of the current runtime, or `None` when workers did not check in within [`DUMP_TIMEOUT`].
+/// A text task dump of the current runtime, or why none was taken: more than [`MAX_DUMPED_TASKS`]
+/// live tasks, or workers that did not check in within [`DUMP_TIMEOUT`].
 #[cfg(all(
     tokio_unstable,
     target_os = "linux",
@@ -72,15 +79,23 @@ pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
         target_arch = "s390x"
     )
 ))]
-pub async fn task_dump() -> Option<String> {
-    let dump = tokio::time::timeout(DUMP_TIMEOUT, tokio::runtime::Handle::current().dump())
+pub async fn task_dump() -> Result<String, String> {
+    let handle = tokio::runtime::Handle::current();
+    let live = handle.metrics().num_alive_tasks();
+    if live > MAX_DUMPED_TASKS {
+        return Err(format!(
+            "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS} (tokio can wedge a worker \
+             dumping a busier runtime); use /debug/tasks\n"
+        ));
+    }
+    let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
         .await
-        .ok()?;
+        .map_err(|_| "task dump timed out: a worker did not check in\n".to_owned())?;
     let mut text = String::new();
     for task in dump.tasks().iter() {
         let _ = writeln!(text, "task {}:\n{}\n", task.id(), task.trace());
     }
-    Some(text)
+    Ok(text)
 }
 
 /// Task dumps need `--cfg tokio_unstable` on Linux x86/x86_64/aarch64/s390x.
@@ -94,13 +109,8 @@ pub async fn task_dump() -> Option<String> {
         target_arch = "s390x"
     )
 )))]
-pub async fn task_dump() -> Option<String> {
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "task dumps need --cfg tokio_unstable on Linux (x86, x86_64, aarch64, s390x)"
-    );
-    Some(text)
+pub async fn task_dump() -> Result<String, String> {
+    Err("task dumps need --cfg tokio_unstable on Linux (x86, x86_64, aarch64, s390x)\n".to_owned())
 }
 
 #[cfg(test)]

@@ -575,15 +575,12 @@ async fn debug_route(app: &App, path: &str) -> Response<ResponseBody> {
         },
         "/debug/cancellations" => json(app.cancellations.to_json()),
         "/debug/dump" => match debug::task_dump().await {
-            Some(text) => with_body(
+            Ok(text) => with_body(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
                 Bytes::from(text),
             ),
-            None => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "task dump timed out: a worker did not check in\n",
-            ),
+            Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
         },
         _ => plain(
             StatusCode::NOT_FOUND,

@@ -242,3 +242,30 @@ async fn proxy_retries_a_get_once_when_a_pooled_connection_drops_it() {
     }
     assert!(stop(server).await.leaks.is_none());
 }
+
+#[tokio::test]
+async fn task_dumps_are_refused_on_a_busy_runtime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(config());
+    // 50 open streams: a connection, a producer and a lease keeper each, over the dump limit.
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(server.bound().http)
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"GET /stream?chunks=100000&interval_ms=50&size=8 HTTP/1.1\r\nHost: x\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut first = [0u8; 8];
+        stream.read_exact(&mut first).await.unwrap();
+        streams.push(stream);
+    }
+    let dump = get(&server, "/debug/dump").await;
+    assert_eq!(dump.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(dump.body.contains("use /debug/tasks"), "{}", dump.body);
+    drop(streams);
+    assert!(stop(server).await.leaks.is_none());
+}
