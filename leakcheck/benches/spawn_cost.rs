@@ -74,17 +74,19 @@ where
 }
 
 fn tracked(name: &'static str, mode: BacktraceMode) -> Variant {
-    let tracker = Tracker::builder().backtrace(mode).build();
-    let runtime = runtime(|b| {
-        tracker.install(b);
-    });
-    // The scope stays open for the whole run; it is never verified.
-    let scope = runtime.block_on(async { leakcheck::verify_none() });
     Variant {
         name,
         run: Box::new(move || {
-            let _keep = &scope;
-            spawn_join(&runtime, || tokio::spawn(async {}))
+            let tracker = Tracker::builder().backtrace(mode).build();
+            let runtime = runtime(|b| {
+                tracker.install(b);
+            });
+            let scope = runtime.block_on(async { leakcheck::verify_none() });
+            let elapsed = spawn_join(&runtime, || tokio::spawn(async {}));
+            runtime
+                .block_on(scope.verify())
+                .expect("the benchmark leaks nothing");
+            elapsed
         }),
         samples: Vec::new(),
     }
@@ -93,18 +95,21 @@ fn tracked(name: &'static str, mode: BacktraceMode) -> Variant {
 fn console_subscriber() -> Variant {
     use tracing_subscriber::layer::SubscriberExt;
     // Instruments tokio's spawn spans through tracing; the subscriber is
-    // installed on this runtime's threads only, its server on loopback.
+    // installed on the measured runtime's threads only, its server on
+    // loopback.
     let layer = console_subscriber::ConsoleLayer::builder()
         .server_addr(([127, 0, 0, 1], 0))
         .spawn();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    let on_workers = dispatch.clone();
-    let runtime = runtime(move |b| {
-        b.on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&on_workers)));
-    });
     Variant {
         name: "console-subscriber",
         run: Box::new(move || {
+            let on_workers = dispatch.clone();
+            let runtime = runtime(move |b| {
+                b.on_thread_start(move || {
+                    std::mem::forget(tracing::dispatcher::set_default(&on_workers))
+                });
+            });
             tracing::dispatcher::with_default(&dispatch, || {
                 spawn_join(&runtime, || tokio::spawn(async {}))
             })
@@ -165,10 +170,9 @@ fn print(title: &str, variants: &[Variant]) {
 }
 
 fn untracked() -> Variant {
-    let runtime = runtime(|_| {});
     Variant {
         name: "untracked",
-        run: Box::new(move || spawn_join(&runtime, || tokio::spawn(async {}))),
+        run: Box::new(|| spawn_join(&runtime(|_| {}), || tokio::spawn(async {}))),
         samples: Vec::new(),
     }
 }
@@ -178,8 +182,9 @@ fn main() {
         .skip(1)
         .find_map(|arg| arg.parse::<usize>().ok())
         .unwrap_or(DEFAULT_ROUNDS);
-    let monitored = runtime(|_| {});
     let monitor = tokio_metrics::TaskMonitor::new();
+    // Every sample builds a fresh runtime (outside the timed part), so no
+    // variant is favoured by where one runtime's threads happened to land.
     let mut variants = vec![
         untracked(),
         tracked("leakcheck, spawn sites", BacktraceMode::Off),
@@ -187,7 +192,7 @@ fn main() {
         // tokio's hook mechanism itself, with hooks that do nothing.
         Variant {
             name: "empty hooks",
-            run: Box::new({
+            run: Box::new(|| {
                 let runtime = runtime(|b| {
                     b.on_task_spawn(|meta| {
                         std::hint::black_box(meta.id());
@@ -196,7 +201,7 @@ fn main() {
                         std::hint::black_box(meta.id());
                     });
                 });
-                move || spawn_join(&runtime, || tokio::spawn(async {}))
+                spawn_join(&runtime, || tokio::spawn(async {}))
             }),
             samples: Vec::new(),
         },
@@ -204,7 +209,7 @@ fn main() {
             name: "tokio-metrics TaskMonitor",
             run: Box::new(move || {
                 let monitor = monitor.clone();
-                spawn_join(&monitored, move || {
+                spawn_join(&runtime(|_| {}), move || {
                     tokio::spawn(monitor.instrument(async {}))
                 })
             }),
@@ -227,9 +232,6 @@ fn main() {
     // console-subscriber's aggregator thread keeps a core busy from the
     // moment it starts, which would slow every other variant: it gets a phase
     // of its own, against a fresh untracked baseline.
-    if rounds > 0 {
-        return;
-    }
     let console_rounds = (rounds / 10).max(5);
     let mut variants = vec![untracked(), console_subscriber()];
     measure(&mut variants, console_rounds);
