@@ -184,6 +184,52 @@ fn common_report() -> leakcheck::LeakReport {
         .unwrap_err()
 }
 
+#[leakcheck::test(grace = "20ms")]
+#[should_panic(expected = "\n  also task ")]
+async fn one_other_task_is_named_in_the_singular() {
+    for _ in 0..2 {
+        tokio::spawn(std::future::pending::<()>());
+    }
+}
+
+/// Two leaks from one file, spawned on two lines.
+#[allow(clippy::result_large_err)] // mirrors `VerifyGuard::verify`
+fn two_sites_report(ignore: Option<&str>) -> Result<(), leakcheck::LeakReport> {
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder.build().unwrap().block_on(async {
+        let mut guard = leakcheck::verify_none().grace(Duration::from_millis(10));
+        if let Some(pattern) = ignore {
+            guard = guard.ignore(pattern);
+        }
+        tokio::spawn(std::future::pending::<()>());
+        tokio::spawn(std::future::pending::<()>());
+        guard.verify().await
+    })
+}
+
+#[test]
+fn the_hinted_ignore_hides_that_site_and_not_the_rest_of_its_file() {
+    let text = two_sites_report(None).unwrap_err().to_string();
+    let pattern = text
+        .split("ignore = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("the hint offers an ignore pattern:\n{text}"));
+    assert!(
+        pattern.starts_with("leakcheck/tests/wording.rs:"),
+        "the pattern names the site, not the file: {pattern}"
+    );
+    let rest = two_sites_report(Some(pattern)).unwrap_err();
+    assert_eq!(rest.leaked, 1, "{rest}");
+    assert_eq!(rest.ignored, 1);
+    assert_ne!(
+        format!("{}:{}", rest.sites[0].site.file, rest.sites[0].site.line),
+        pattern
+    );
+}
+
 #[test]
 fn expected_leak_of_a_should_panic_test_is_not_published() {
     let dir = std::env::temp_dir().join(format!("leakcheck-expected-{}", std::process::id()));
@@ -236,5 +282,5 @@ leakcheck: 1 leaked task in `verify_none scope` (still running 10 ms after the b
   spawn backtrace:
     0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:181
 
-hint: the task spawned at leakcheck/tests/wording.rs:181:13 is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs\"` if it is meant to outlive the test
+hint: the task spawned at leakcheck/tests/wording.rs:181:13 is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs:181\"` if it is meant to outlive the test
 ";
