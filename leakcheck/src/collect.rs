@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::capture::StackId;
 use crate::registry::Scope;
-use crate::report::{SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry};
+use crate::report::{Frame, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry};
 use crate::tracker::Tracker;
 
 /// A copy of one record, taken under its shard's lock.
@@ -111,21 +111,35 @@ fn ignores(task: &TaskView, pattern: &str) -> bool {
         })
 }
 
-/// Groups tasks by spawn site (most tasks first, then by location; inside a
-/// group oldest first) and resolves their stacks into a shared table.
+/// Groups tasks by spawn site and spawn call (most tasks first, then by
+/// location; inside a group oldest first) and resolves their stacks into a
+/// shared table.
 pub(crate) fn group(
     tasks: Vec<TaskView>,
     parked: &FxHashMap<u64, String>,
 ) -> (Vec<SiteGroup>, Vec<Stack>) {
-    let mut by_site: BTreeMap<SourceLocation, Vec<TaskView>> = BTreeMap::new();
+    let mut resolved: FxHashMap<StackId, Vec<Frame>> = FxHashMap::default();
+    let mut by_site: BTreeMap<GroupKey, (Option<Frame>, Vec<TaskView>)> = BTreeMap::new();
     for task in tasks {
-        by_site.entry(task.site()).or_default().push(task);
+        let site = task.site();
+        let frames = task.stack.map(|stack| {
+            resolved
+                .entry(stack)
+                .or_insert_with(|| crate::symbolize::resolve(stack))
+        });
+        let call = frames.and_then(|frames| spawn_call(&site, frames));
+        let key = (site, call.as_ref().map(CallKey::of));
+        by_site
+            .entry(key)
+            .or_insert_with(|| (call, Vec::new()))
+            .1
+            .push(task);
     }
     let mut stacks: Vec<Stack> = Vec::new();
     let mut stack_index: FxHashMap<StackId, usize> = FxHashMap::default();
     let mut groups: Vec<SiteGroup> = by_site
         .into_iter()
-        .map(|(site, mut tasks)| {
+        .map(|((site, _), (spawn_call, mut tasks))| {
             tasks.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.id.cmp(&b.id)));
             let entries = tasks
                 .iter()
@@ -137,7 +151,7 @@ pub(crate) fn group(
                     stack: task.stack.map(|stack| {
                         *stack_index.entry(stack).or_insert_with(|| {
                             stacks.push(Stack {
-                                frames: crate::symbolize::resolve(stack),
+                                frames: resolved.get(&stack).cloned().unwrap_or_default(),
                             });
                             stacks.len() - 1
                         })
@@ -147,6 +161,7 @@ pub(crate) fn group(
                 .collect::<Vec<_>>();
             SiteGroup {
                 site,
+                spawn_call,
                 count: entries.len(),
                 oldest_age_ms: entries.first().map_or(0, |t| t.age_ms),
                 tasks: entries,
@@ -157,6 +172,30 @@ pub(crate) fn group(
     // tie-breaker.
     groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     (groups, stacks)
+}
+
+/// What a site group is keyed by: the reported site and the spawn call.
+type GroupKey = (SourceLocation, Option<CallKey>);
+
+/// Orders and distinguishes spawn calls by position, then function.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct CallKey(Option<String>, Option<u32>, String);
+
+impl CallKey {
+    fn of(frame: &Frame) -> CallKey {
+        CallKey(frame.file.clone(), frame.line, frame.function.clone())
+    }
+}
+
+/// The code that called into tokio's `spawn` — the innermost user frame of
+/// the spawn backtrace — when it is somewhere else than the reported `site`,
+/// which happens when `spawn` is wrapped in `#[track_caller]` helpers.
+fn spawn_call(site: &SourceLocation, frames: &[Frame]) -> Option<Frame> {
+    let innermost = frames.first()?;
+    let at_site =
+        innermost.file.as_deref() == Some(site.file.as_str()) && innermost.line == Some(site.line);
+    // A frame without a position cannot be compared: say nothing.
+    (innermost.file.is_some() && innermost.line.is_some() && !at_site).then(|| innermost.clone())
 }
 
 pub(crate) fn unix_ms() -> u64 {

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// Bumped whenever a field changes meaning or disappears; readers must reject
 /// versions they do not know.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 added `SiteGroup::spawn_call`: site groups are keyed by the pair
+/// (reported site, spawn call).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A source position, relative to the workspace root when it lies inside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,9 +83,15 @@ pub struct TaskEntry {
 /// The tasks that share one spawn site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteGroup {
-    /// Where the tasks were spawned (the `#[track_caller]` location of the
-    /// `spawn` call).
+    /// Where tokio says the tasks were spawned: the `#[track_caller]`
+    /// location of the `spawn` call, which is the caller's line when `spawn`
+    /// is wrapped in `#[track_caller]` helpers.
     pub site: SourceLocation,
+    /// The innermost frame of the spawn backtrace (the code that called into
+    /// tokio's `spawn`) when it is not at `site`: the real `spawn` line
+    /// inside a `#[track_caller]` helper. Tasks are grouped by the pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_call: Option<Frame>,
     /// How many tasks of this site are in the document.
     pub count: usize,
     /// Age of the oldest of them.
@@ -189,6 +198,12 @@ impl fmt::Display for LeakReport {
             let plural = if group.count == 1 { "task" } else { "tasks" };
             writeln!(f)?;
             writeln!(f, "── {} · {} {plural} ──", group.site, group.count)?;
+            if let Some(call) = &group.spawn_call {
+                writeln!(
+                    f,
+                    "  spawn call: {call} (the site above is its #[track_caller] caller)"
+                )?;
+            }
             // The oldest task stands for the group; the others are listed by id.
             let Some(first) = group.tasks.first() else {
                 continue;

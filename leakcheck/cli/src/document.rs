@@ -15,6 +15,11 @@ use crate::error::CliError;
 /// instead of filling memory.
 pub const MAX_DOCUMENT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The oldest `schema_version` this CLI reads: version 1 documents lack the
+/// fields version 2 added (spawn calls, ancestors, liveness, task names), which
+/// read as absent.
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+
 /// The `kind` of a leak report.
 pub const KIND_LEAK_REPORT: &str = "leak_report";
 /// The `kind` of a snapshot.
@@ -158,9 +163,9 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
             .as_u64()
             .ok_or_else(|| format!("`schema_version` must be a whole number, found {v}"))?,
     };
-    if version != u64::from(SCHEMA_VERSION) {
+    if !(u64::from(OLDEST_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&version) {
         return Err(format!(
-            "schema_version {version} is not supported: this leakcheck reads version {SCHEMA_VERSION} (use the leakcheck-cli release that matches the library that wrote it)"
+            "schema_version {version} is not supported: this leakcheck reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION} (use the leakcheck-cli release that matches the library that wrote it)"
         ));
     }
     let kind = match fields.get("kind") {
@@ -199,5 +204,35 @@ fn io_problem(error: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
         _ => format!("cannot read: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_version_1_report_with_the_new_fields_absent() {
+        let v1 = include_bytes!("../tests/fixtures/reports/server__tests__accept_loop_leaks.json");
+        let Ok(Document::Report(report)) = parse(v1) else {
+            panic!("a version 1 report is read");
+        };
+        assert_eq!(report.schema_version, 1);
+        assert_eq!(report.leaked, 4);
+        assert!(report.sites.iter().all(|g| g.spawn_call.is_none()));
+    }
+
+    #[test]
+    fn reads_a_version_2_report_with_a_spawn_call() {
+        let v2 = br#"{"schema_version": 2, "kind": "leak_report", "test": "a::b",
+            "created_at_unix_ms": 1, "grace_ms": 250, "leaked": 1,
+            "sites": [{"site": {"file": "tests/a.rs", "line": 9, "column": 5},
+                       "spawn_call": {"function": "lib::start", "file": "src/lib.rs", "line": 40},
+                       "count": 1, "oldest_age_ms": 3, "tasks": [{"id": 4, "age_ms": 3}]}]}"#;
+        let Ok(Document::Report(report)) = parse(v2) else {
+            panic!("a version 2 report is read");
+        };
+        let call = report.sites[0].spawn_call.as_ref().unwrap();
+        assert_eq!(call.to_string(), "lib::start at src/lib.rs:40");
     }
 }

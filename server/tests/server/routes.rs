@@ -152,7 +152,7 @@ async fn panics_are_500s_and_the_server_lives() {
 async fn debug_and_metrics_endpoints() {
     let server = start(config());
     let snapshot = tasks(&server).await;
-    assert_eq!(snapshot["schema_version"], 1);
+    assert_eq!(snapshot["schema_version"], leakcheck::SCHEMA_VERSION);
     assert_eq!(snapshot["kind"], "snapshot");
     let accept_loops = spawned_in(&snapshot, "server/src/lib.rs");
     assert_eq!(

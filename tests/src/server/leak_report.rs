@@ -1,16 +1,16 @@
-//! The parts of leakcheck's `LeakReport` JSON (schema_version 1) the suite reads.
+//! The parts of leakcheck's `LeakReport` JSON (schema_version 2) the suite reads.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 /// The only leak report / snapshot schema this suite reads.
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
-/// The parts of a leakcheck `LeakReport` (schema_version 1) the suite uses.
+/// The parts of a leakcheck `LeakReport` (schema_version 2) the suite uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeakReport {
-    /// Always 1.
+    /// Always 2.
     pub schema_version: u32,
     /// Leaked tasks.
     pub leaked: u64,
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn reads_a_leak_report_and_names_its_top_site() {
-        let json = br#"{"schema_version":1,"kind":"leak_report","test":"leakcheck-server","created_at_unix_ms":1,
+        let json = br#"{"schema_version":2,"kind":"leak_report","test":"leakcheck-server","created_at_unix_ms":1,
             "grace_ms":250,"leaked":3,"ignored":0,"degraded":false,
             "sites":[{"site":{"file":"server/src/tls.rs","line":40,"column":9},"count":1,"oldest_age_ms":5,"tasks":[{"id":1,"age_ms":5,"spawned_by":[]}]},
                      {"site":{"file":"server/src/routes.rs","line":88,"column":5},"count":2,"oldest_age_ms":9,
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn rejects_an_unknown_schema_version() {
-        let error = LeakReport::parse(br#"{"schema_version":2,"leaked":0}"#).unwrap_err();
-        assert!(error.contains("schema_version 2"), "{error}");
+        let error = LeakReport::parse(br#"{"schema_version":3,"leaked":0}"#).unwrap_err();
+        assert!(error.contains("schema_version 3"), "{error}");
     }
 }

@@ -31,7 +31,7 @@ fn json_output_carries_the_same_facts() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let summary: Value = serde_json::from_str(&run.stdout).expect("valid JSON");
     assert_eq!(summary["kind"], "leak_summary");
-    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["schema_version"], leakcheck::SCHEMA_VERSION);
     assert_eq!(summary["reports"], 3);
     assert_eq!(summary["leaked"], 8);
     let first = &summary["sites"][0];

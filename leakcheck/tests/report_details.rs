@@ -1,0 +1,106 @@
+//! What a report says about each leaked task beyond its site: the real spawn
+//! call behind `#[track_caller]` helpers.
+
+#![cfg(tokio_unstable)]
+// `Result<(), LeakReport>` mirrors the public `VerifyGuard::verify` signature.
+#![allow(clippy::result_large_err)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use leakcheck::LeakReport;
+
+/// A library that wraps `tokio::spawn` in `#[track_caller]` helpers, as task
+/// supervisors and actor frameworks do: tokio then reports the user's call as
+/// the spawn site, and the library's two `spawn` lines only show in the
+/// backtrace.
+mod supervisor {
+    pub enum Kind {
+        Worker,
+        Ticker,
+    }
+
+    #[track_caller]
+    pub fn start(kind: Kind) {
+        match kind {
+            Kind::Worker => drop(tokio::spawn(std::future::pending::<()>())),
+            Kind::Ticker => drop(tokio::spawn(std::future::pending::<()>())),
+        }
+    }
+}
+
+/// Runs `body` in a `verify_none` scope on a fresh tracked current-thread
+/// runtime with a short grace.
+fn scoped<Fut: Future<Output = ()>>(body: impl FnOnce() -> Fut) -> Result<(), LeakReport> {
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder.build().unwrap().block_on(async {
+        let guard = leakcheck::verify_none().grace(Duration::from_millis(10));
+        body().await;
+        guard.verify().await
+    })
+}
+
+/// The 1-based line of this file holding `needle`.
+fn line_of(needle: &str) -> u32 {
+    let index = include_str!("report_details.rs")
+        .lines()
+        .position(|line| line.contains(needle))
+        .expect("the needle is in this file");
+    index as u32 + 1
+}
+
+#[test]
+fn track_caller_helpers_show_the_spawn_call_and_split_groups_by_it() {
+    let report = scoped(|| async {
+        for kind in [supervisor::Kind::Worker, supervisor::Kind::Ticker] {
+            supervisor::start(kind);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(
+        report.sites.len(),
+        2,
+        "one group per library spawn line:\n{report}"
+    );
+    let sites: Vec<_> = report.sites.iter().map(|g| g.site.clone()).collect();
+    assert_eq!(sites[0], sites[1], "tokio reports the same (caller's) site");
+    assert_eq!(sites[0].file, "leakcheck/tests/report_details.rs");
+    let calls: Vec<_> = report
+        .sites
+        .iter()
+        .map(|g| g.spawn_call.clone().expect("the spawn call is named"))
+        .collect();
+    for call in &calls {
+        assert!(
+            call.function.ends_with("supervisor::start"),
+            "{}",
+            call.function
+        );
+        assert_eq!(
+            call.file.as_deref(),
+            Some("leakcheck/tests/report_details.rs")
+        );
+    }
+    assert_eq!(calls[0].line, Some(line_of("Kind::Worker => drop(")));
+    assert_eq!(calls[1].line, Some(line_of("Kind::Ticker => drop(")));
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!(
+            "  spawn call: {} (the site above is its #[track_caller] caller)",
+            calls[0]
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_direct_spawn_has_no_separate_spawn_call() {
+    let report = scoped(|| async {
+        tokio::spawn(std::future::pending::<()>());
+    })
+    .unwrap_err();
+    assert_eq!(report.sites[0].spawn_call, None, "{report}");
+    assert!(!report.to_string().contains("spawn call:"));
+}
