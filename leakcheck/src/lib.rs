@@ -116,7 +116,7 @@ mod tracker;
 mod verify;
 
 pub use label::{Labeled, labeled};
-pub use output::write_report;
+pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
     Frame, LeakReport, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
     TOKIO_UNSTABLE_HINT, TaskEntry,

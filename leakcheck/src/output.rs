@@ -5,13 +5,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::report::LeakReport;
+use crate::report::{LeakReport, SourceLocation};
 
 /// Writes `report` as `<dir>/<test name>.json` and returns the path.
 ///
-/// The file appears complete or not at all: the JSON is written to a
-/// temporary file in `dir` and renamed over the target, so a test killed
-/// mid-write never leaves half a report.
+/// The file appears complete or not at all (see [`write_atomically`]), so a
+/// test killed mid-write never leaves half a report.
 pub fn write_report(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let stem: String = report
@@ -26,18 +25,33 @@ pub fn write_report(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf>
         })
         .collect();
     let path = dir.join(format!("{stem}.json"));
-    let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(report.to_json().as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| path)
+    let mut json = report.to_json();
+    json.push('\n');
+    write_atomically(&path, json.as_bytes())?;
+    Ok(path)
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new
+/// one, never a part: a temporary file in the same directory (hidden, so
+/// `leakcheck summary <dir>` never reads it), synced, then renamed over
+/// `path` by [`tempfile`]'s `persist`. On any error the temporary file is
+/// removed and `path` is untouched. The `leakcheck` CLI writes its outputs
+/// through this too.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".").suffix(".tmp");
+    // The umask applies as for `File::create`, instead of tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut file = builder.tempfile_in(directory)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Writes the report file (if a directory is configured) and the GitHub
@@ -74,16 +88,23 @@ pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
                 "{} {plural} spawned here outlived test `{}` (oldest {} ms); await or abort it before the test returns",
                 group.count, report.test, group.oldest_age_ms
             );
-            format!(
-                "::error file={},line={},col={},title={}::{}",
-                escape_property(&group.site.file),
-                group.site.line,
-                group.site.column,
-                escape_property(&format!("leakcheck: leaked {plural}")),
-                escape_data(&message)
-            )
+            github_annotation(&group.site, &format!("leakcheck: leaked {plural}"), &message)
         })
         .collect()
+}
+
+/// A GitHub Actions `::error` workflow command that puts `message` on the
+/// pull request's diff at `site`; the `leakcheck summary --format github`
+/// annotations of a merged CI run use it too.
+pub fn github_annotation(site: &SourceLocation, title: &str, message: &str) -> String {
+    format!(
+        "::error file={},line={},col={},title={}::{}",
+        escape_property(&site.file),
+        site.line,
+        site.column,
+        escape_property(title),
+        escape_data(message)
+    )
 }
 
 // Escaping rules of GitHub's workflow commands.

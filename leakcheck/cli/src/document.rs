@@ -34,16 +34,6 @@ pub enum Document {
     Snapshot(Snapshot),
 }
 
-impl Document {
-    /// The document's `kind` field.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Document::Report(_) => KIND_LEAK_REPORT,
-            Document::Snapshot(_) => KIND_SNAPSHOT,
-        }
-    }
-}
-
 /// A leak report and the file it came from.
 #[derive(Debug)]
 pub struct LoadedReport {
@@ -56,10 +46,26 @@ pub struct LoadedReport {
 /// Turns the command line's `<dir|files…>` into files: a directory stands for
 /// its `*.json` files (sorted by name, hidden files such as a writer's
 /// temporary files skipped); files are taken as given.
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+///
+/// A directory with no reports, or a path that does not exist and does not
+/// end in `.json` (a report directory the tests never created), is
+/// [`CliError::NoReports`] unless `allow_empty`, when it contributes nothing.
+pub fn expand_inputs(inputs: &[PathBuf], allow_empty: bool) -> Result<Vec<PathBuf>, CliError> {
     let mut files = Vec::new();
     for input in inputs {
-        let metadata = fs::metadata(input).map_err(|e| CliError::input(input, io_problem(&e)))?;
+        let metadata = match fs::metadata(input) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !names_a_file(input) => {
+                if allow_empty {
+                    continue;
+                }
+                return Err(CliError::NoReports {
+                    path: input.clone(),
+                    problem: "no such directory".to_owned(),
+                });
+            }
+            Err(e) => return Err(CliError::input(input, io_problem(&e))),
+        };
         if !metadata.is_dir() {
             files.push(input.clone());
             continue;
@@ -77,11 +83,11 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
                 found.push(entry.path());
             }
         }
-        if found.is_empty() {
-            return Err(CliError::input(
-                input,
-                "directory holds no *.json reports (did the tests run with LEAKCHECK_REPORT_DIR pointing here, and did any leak?)",
-            ));
+        if found.is_empty() && !allow_empty {
+            return Err(CliError::NoReports {
+                path: input.clone(),
+                problem: "directory holds no *.json reports".to_owned(),
+            });
         }
         found.sort();
         files.extend(found);
@@ -89,10 +95,20 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
+/// Whether a path that does not exist was meant as a report file.
+fn names_a_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension == "json")
+}
+
 /// Loads every leak report named by `inputs` (see [`expand_inputs`]);
 /// snapshots and other documents are rejected.
-pub fn load_reports(inputs: &[PathBuf], command: &str) -> Result<Vec<LoadedReport>, CliError> {
-    expand_inputs(inputs)?
+pub fn load_reports(
+    inputs: &[PathBuf],
+    command: &str,
+    allow_empty: bool,
+) -> Result<Vec<LoadedReport>, CliError> {
+    expand_inputs(inputs, allow_empty)?
         .into_iter()
         .map(|path| match load(&path)? {
             Document::Report(report) => Ok(LoadedReport { path, report }),

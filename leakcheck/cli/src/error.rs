@@ -18,6 +18,14 @@ pub enum CliError {
         /// What is wrong with it, as a sentence fragment.
         problem: String,
     },
+    /// A report directory is empty or was never created: no tests leaked, or
+    /// the reports went elsewhere (`--allow-empty` takes it as no leaks).
+    NoReports {
+        /// The directory as given.
+        path: PathBuf,
+        /// What was found, as a sentence fragment.
+        problem: String,
+    },
     /// The inputs are valid one by one but cannot be used together.
     Usage(String),
     /// An output file could not be written.
@@ -50,6 +58,7 @@ impl CliError {
         match self {
             CliError::Input { .. } | CliError::Usage(_) => exit::INPUT_ERROR,
             CliError::Output { .. } | CliError::Fetch { .. } => exit::RUN_ERROR,
+            CliError::NoReports { .. } => exit::NO_REPORTS,
         }
     }
 }
@@ -58,6 +67,11 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Input { path, problem } => write!(f, "{}: {problem}", path.display()),
+            CliError::NoReports { path, problem } => write!(
+                f,
+                "{}: {problem}; no reports to read (the tests wrote none here: check LEAKCHECK_REPORT_DIR, or pass --allow-empty if no reports means no leaks)",
+                path.display()
+            ),
             CliError::Usage(message) => f.write_str(message),
             CliError::Output { path, source } => {
                 write!(f, "{}: cannot write output: {source}", path.display())

@@ -7,22 +7,28 @@ pub const OK: u8 = 0;
 /// `summary --fail-on-leaks` found leaked tasks, or `diff --fail-on-growth`
 /// found spawn sites that grew or appeared.
 pub const LEAKS_FOUND: u8 = 1;
-/// Bad command line or bad input: a missing file, an empty directory, a file
+/// Bad command line or bad input: a missing file, a file
 /// that is not a leakcheck document of a known `schema_version` and `kind`.
 /// Also what clap returns for unknown flags.
 pub const INPUT_ERROR: u8 = 2;
 /// The inputs were fine but the work failed: an output file could not be
 /// written, or a snapshot could not be fetched.
 pub const RUN_ERROR: u8 = 3;
+/// A report directory is empty or does not exist, so there was nothing to
+/// read: distinct from [`OK`] so that "no leaks" is never confused with
+/// "looked in the wrong place". `--allow-empty` turns it into an empty input.
+pub const NO_REPORTS: u8 = 4;
 
 /// The exit-code table shown at the end of `leakcheck --help`.
 pub const HELP_TABLE: &str = "\
 Exit codes:
   0  success (no leaks found when --fail-on-leaks / --fail-on-growth is given)
-  1  --fail-on-leaks found leaked tasks, or --fail-on-growth found sites that grew or appeared
-  2  bad command line or bad input (missing file, empty directory, truncated or binary file,
+  1  --fail-on-leaks found leaked tasks, --fail-on-new found new leaks, or --fail-on-growth
+     found sites that grew or appeared
+  2  bad command line or bad input (missing file, truncated or binary file,
      unknown schema_version or kind)
-  3  an output file could not be written, or a snapshot could not be fetched";
+  3  an output file could not be written, or a snapshot could not be fetched
+  4  a report directory is empty or missing (--allow-empty reads it as no leaks)";
 
 /// Converts one of the constants above into the process exit status.
 pub fn code(value: u8) -> ExitCode {

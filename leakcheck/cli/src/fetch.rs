@@ -2,23 +2,25 @@
 //! it is a leakcheck snapshot this version reads, and save it for `diff`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::document::{self, Document};
 use crate::error::CliError;
-use crate::http::{self, HttpUrl};
+use crate::http::{Client, ClientOptions};
 use crate::output;
 
 /// Fetches the snapshot and writes it, byte for byte as served, to `output`
 /// (default `snapshot-<captured_at_unix_ms>.json`). Returns the path written.
-pub fn run(url: &str, output: Option<PathBuf>, timeout: Duration) -> Result<PathBuf, CliError> {
+pub fn run(
+    url: &str,
+    output: Option<PathBuf>,
+    options: &ClientOptions,
+) -> Result<PathBuf, CliError> {
+    let client = Client::new(url, options)?;
     let fetch_error = |problem: String| CliError::Fetch {
-        url: url.to_owned(),
+        url: client.url().to_owned(),
         problem,
     };
-    let parsed =
-        HttpUrl::parse(url).map_err(|problem| CliError::Usage(format!("{url}: {problem}")))?;
-    let body = http::get(&parsed, timeout).map_err(fetch_error)?;
+    let body = client.get().map_err(fetch_error)?;
     let snapshot = match document::parse(&body).map_err(fetch_error)? {
         Document::Snapshot(snapshot) => snapshot,
         Document::Report(_) => {

@@ -1,12 +1,17 @@
-//! `leakcheck html`: one self-contained page (no external assets) with the
-//! summary table, the flame graph inline, and every report in full. All text
-//! from the reports is HTML-escaped.
+//! The HTML pages: `leakcheck html` (summary table, the flame graph inline,
+//! every report in full) and `leakcheck watch -o` (one chart per spawn site
+//! over time). Self-contained (no external assets); all text from the
+//! documents is HTML-escaped.
+//!
+//! The watch charts are hand-drawn SVG polylines: one line per chart, and a
+//! plotting crate would add a large dependency tree for that.
 
 use std::fmt::Write as _;
 
 use crate::document::LoadedReport;
 use crate::summary::{self, Summary};
 use crate::text;
+use crate::watch::{Point, Watched};
 
 const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:110em}\
@@ -135,6 +140,105 @@ fn site_details(page: &mut String, summary: &Summary) {
         }
         page.push_str("</section>\n");
     }
+}
+
+/// Width and height of one watch chart, in SVG units.
+const CHART: (u32, u32) = (640, 120);
+
+/// The `leakcheck watch -o` page: the flagged sites, then one chart of live
+/// tasks (and the oldest task's age) per site, flagged sites first.
+pub fn watch_page(watched: &Watched, url: &str) -> String {
+    let headline = crate::watch::render_text(watched);
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>leakcheck watch: {}</title>\n<style>{STYLE}svg.chart{{background:#fafafa;border:1px solid #eee}}.live{{fill:none;stroke:#c0392b;stroke-width:2}}.age{{fill:none;stroke:#888;stroke-dasharray:4 3}}</style>\n</head>\n<body>\n<h1>leakcheck watch</h1>\n<p><code>{}</code></p>\n<pre id=\"headline\">{}</pre>\n",
+        escape(url),
+        escape(url),
+        escape(&headline)
+    );
+    let mut order: Vec<(&leakcheck::SourceLocation, &Vec<Option<Point>>)> =
+        watched.sites.iter().collect();
+    let flagged_rank = |site: &leakcheck::SourceLocation| {
+        watched
+            .flagged
+            .iter()
+            .position(|(flagged, _)| flagged == site)
+            .unwrap_or(usize::MAX)
+    };
+    let peak =
+        |series: &[Option<Point>]| series.iter().flatten().map(|p| p.live).max().unwrap_or(0);
+    order.sort_by(|a, b| {
+        flagged_rank(a.0)
+            .cmp(&flagged_rank(b.0))
+            .then(peak(b.1).cmp(&peak(a.1)))
+    });
+    page.push_str("<h2>Spawn sites over time</h2>\n<p class=\"hint\">red: live tasks; grey dashes: age of the oldest (own scale)</p>\n");
+    for (site, series) in order {
+        let reason = watched
+            .flagged
+            .iter()
+            .find(|(flagged, _)| flagged == site)
+            .map(|(_, reason)| format!(" · <strong>growing</strong>: {}", escape(reason)))
+            .unwrap_or_default();
+        let function = watched
+            .functions
+            .get(site)
+            .map(|f| format!(" in <code>{}</code>", escape(f)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            page,
+            "<section class=\"site\"><h3><code>{}</code>{function}</h3>\n<p>peak {}{reason}</p>\n{}</section>",
+            escape(&site.to_string()),
+            text::count(peak(series), "live task"),
+            chart(&watched.times_ms, series)
+        );
+    }
+    page.push_str("</body>\n</html>\n");
+    page
+}
+
+fn chart(times_ms: &[u64], series: &[Option<Point>]) -> String {
+    let (width, height) = CHART;
+    let span = times_ms.last().copied().unwrap_or(0).max(1) as f64;
+    let max_live = series
+        .iter()
+        .flatten()
+        .map(|p| p.live)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let max_age = series
+        .iter()
+        .flatten()
+        .map(|p| p.oldest_age_ms)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let line = |value: &dyn Fn(Point) -> f64, max: f64| {
+        times_ms
+            .iter()
+            .zip(series)
+            .map(|(&t, point)| {
+                let point = point.unwrap_or(Point {
+                    live: 0,
+                    oldest_age_ms: 0,
+                });
+                let x = t as f64 / span * f64::from(width - 20) + 10.0;
+                let y = f64::from(height - 10) - value(point) / max * f64::from(height - 30);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\"><polyline class=\"age\" points=\"{}\"/><polyline class=\"live\" points=\"{}\"/><text x=\"10\" y=\"14\" font-size=\"11\">max {} live · oldest {} · over {}</text></svg>\n",
+        line(&|p| p.oldest_age_ms as f64, max_age),
+        line(&|p| p.live as f64, max_live),
+        max_live,
+        escape(&text::age(max_age as u64)),
+        escape(&text::age(span as u64)),
+    )
 }
 
 #[cfg(test)]

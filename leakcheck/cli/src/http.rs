@@ -1,283 +1,189 @@
-//! A minimal HTTP/1.1 client for `leakcheck snapshot`: one GET over a std
-//! `TcpStream`, plain `http://` only, bounded in time and in size.
+//! Fetching a running service's `/debug/tasks` over http or https (ureq with
+//! rustls), bounded in time and size, with an optional bearer token and CA
+//! file; used by `leakcheck snapshot` and `leakcheck watch`.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Largest response accepted: a snapshot document plus room for headers.
-pub const MAX_RESPONSE_BYTES: usize = crate::document::MAX_DOCUMENT_BYTES as usize + 64 * 1024;
+use ureq::Agent;
+use ureq::http::Uri;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+
+use crate::error::CliError;
+
+/// Largest answer accepted: a snapshot document.
+pub const MAX_RESPONSE_BYTES: u64 = crate::document::MAX_DOCUMENT_BYTES;
 
 /// The path asked for when the URL names none.
 pub const DEBUG_TASKS_PATH: &str = "/debug/tasks";
 
-/// A parsed `http://host[:port][/path]` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// Host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// Port, 80 when the URL names none.
-    pub port: u16,
-    /// Path and query; [`DEBUG_TASKS_PATH`] when the URL names none.
-    pub path: String,
+/// Longest `--timeout` accepted: past an hour a stuck server is not going to answer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How to reach the service.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The whole exchange (resolve, connect, TLS, request, body) must finish within this.
+    pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// PEM file of the certificates to trust for https instead of the
+    /// built-in web roots (a self-signed or internal CA).
+    pub ca_cert: Option<PathBuf>,
 }
 
-impl HttpUrl {
-    /// Parses a URL; errors are sentence fragments.
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err("https is not supported: fetch the snapshot over plain http (e.g. from 127.0.0.1)".to_owned());
-            }
-            _ => return Err("expected a URL like http://127.0.0.1:8080/debug/tasks".to_owned()),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash..]),
-            None => (rest, ""),
-        };
-        let path = if path.is_empty() || path == "/" {
-            DEBUG_TASKS_PATH
-        } else {
-            path
-        };
-        if authority.contains('@') {
-            return Err("credentials in the URL are not supported".to_owned());
+/// A client for one URL, reusing its connection between requests.
+#[derive(Debug)]
+pub struct Client {
+    agent: Agent,
+    url: String,
+    authorization: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Checks the URL and options; the errors name the URL or the file.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Client, CliError> {
+        let full_url = with_default_path(url)
+            .map_err(|problem| CliError::Usage(format!("{url}: {problem}")))?;
+        if options.timeout.is_zero() || options.timeout > MAX_TIMEOUT {
+            return Err(CliError::Usage(format!(
+                "--timeout {:?} is out of range: give a duration between 1ms and {} s",
+                options.timeout,
+                MAX_TIMEOUT.as_secs()
+            )));
         }
-        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or("unclosed '[' in the host")?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("the URL names no host".to_owned());
+        let mut tls = TlsConfig::builder();
+        if let Some(path) = &options.ca_cert {
+            tls = tls.root_certs(RootCerts::Specific(Arc::new(read_ca_file(path)?)));
         }
-        let port = match port {
-            None => 80,
-            Some(port) => port.parse().map_err(|_| format!("invalid port {port:?}"))?,
-        };
-        Ok(HttpUrl {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
+        let agent = Agent::config_builder()
+            .timeout_global(Some(options.timeout))
+            // Statuses are checked here, so the message can say what was expected.
+            .http_status_as_error(false)
+            .user_agent(concat!("leakcheck/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .new_agent();
+        Ok(Client {
+            agent,
+            url: full_url,
+            authorization: options
+                .bearer_token
+                .as_ref()
+                .map(|token| format!("Bearer {}", token.trim())),
+            timeout: options.timeout,
         })
     }
-}
 
-/// GETs the URL and returns the body of a `200` answer. The whole exchange
-/// (connect, send, receive) must finish within `timeout`.
-pub fn get(url: &HttpUrl, timeout: Duration) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = connect(url, timeout)?;
-    let host_header = if url.host.contains(':') {
-        format!("[{}]:{}", url.host, url.port)
-    } else {
-        format!("{}:{}", url.host, url.port)
-    };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\nUser-Agent: leakcheck/{}\r\nConnection: close\r\n\r\n",
-        url.path,
-        env!("CARGO_PKG_VERSION")
-    );
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| format!("cannot set a timeout: {e}"))?;
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("cannot send the request: {e}"))?;
+    /// The URL fetched, with the default path filled in.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 
-    let mut received = Vec::new();
-    let mut head: Option<Head> = None;
-    let mut chunk = vec![0; 64 * 1024];
-    loop {
-        if let Some(body) = head
-            .as_ref()
-            .map(|h| h.complete_body(&received))
-            .transpose()?
-            .flatten()
-        {
-            return Ok(body);
+    /// GETs the URL and returns the body of a `200` answer; errors are
+    /// sentence fragments meant to follow the URL.
+    pub fn get(&self) -> Result<Vec<u8>, String> {
+        let mut request = self
+            .agent
+            .get(&self.url)
+            .header("Accept", "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        let mut response = request.call().map_err(|e| self.problem(e))?;
+        let status = response.status();
+        if status != ureq::http::StatusCode::OK {
+            let hint = match status.as_u16() {
+                401 | 403 => " (pass a bearer token with --token or LEAKCHECK_TOKEN)",
+                _ => " (is this the server's /debug/tasks?)",
+            };
             return Err(format!(
-                "no complete answer within {} ms",
-                timeout.as_millis()
+                "the server answered {status}, expected 200 OK{hint}"
             ));
         }
-        stream
-            .set_read_timeout(Some(remaining))
-            .map_err(|e| format!("cannot set a timeout: {e}"))?;
-        let read = match stream.read(&mut chunk) {
-            Ok(read) => read,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!(
-                    "no complete answer within {} ms",
-                    timeout.as_millis()
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.problem(e))
+    }
+
+    fn problem(&self, error: ureq::Error) -> String {
+        match error {
+            ureq::Error::Timeout(_) => {
+                format!("no complete answer within {} ms", self.timeout.as_millis())
+            }
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                format!("cannot connect: {error} (is the server running?)")
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                format!("cannot connect: {io} (is the server running?)")
+            }
+            ureq::Error::BodyExceedsLimit(_) => format!(
+                "answer larger than the {} MiB limit for a leakcheck document",
+                MAX_RESPONSE_BYTES >> 20
+            ),
+            other => format!("request failed: {other}"),
+        }
+    }
+}
+
+/// `http://host:port` → `http://host:port/debug/tasks`; other paths are kept.
+fn with_default_path(url: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "expected a URL like http://127.0.0.1:8080/debug/tasks";
+    let uri: Uri = url.parse().map_err(|_| EXAMPLE.to_owned())?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("unsupported scheme {other:?}: use http or https")),
+        None => return Err(EXAMPLE.to_owned()),
+    }
+    let authority = uri.authority().ok_or("the URL names no host")?;
+    if authority.host().is_empty() {
+        return Err("the URL names no host".to_owned());
+    }
+    let text = authority.as_str();
+    if text.contains('@') {
+        return Err(
+            "credentials in the URL are not supported: pass a bearer token with --token".to_owned(),
+        );
+    }
+    let after_host = &text[text.rfind(']').map_or(0, |end| end + 1)..];
+    if after_host.contains(':') && authority.port_u16().is_none() {
+        let port = &after_host[after_host.rfind(':').map_or(0, |colon| colon + 1)..];
+        return Err(format!("invalid port {port:?}"));
+    }
+    Ok(match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("" | "/") => format!("{}{DEBUG_TASKS_PATH}", url.trim_end_matches('/')),
+        Some(_) => url.to_owned(),
+    })
+}
+
+fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::input(path, format!("cannot read the --ca-cert file: {e}")))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&bytes) {
+        match item {
+            Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(CliError::input(
+                    path,
+                    format!("not a PEM certificate file: {e}"),
                 ));
             }
-            Err(e) => return Err(format!("connection failed while reading: {e}")),
-        };
-        if read == 0 {
-            let head = head.ok_or("the server closed the connection before answering")?;
-            return head.body_at_close(&received);
-        }
-        received.extend_from_slice(&chunk[..read]);
-        if received.len() > MAX_RESPONSE_BYTES {
-            return Err(format!(
-                "answer larger than the {} MiB limit",
-                MAX_RESPONSE_BYTES >> 20
-            ));
-        }
-        let head_end = if head.is_none() {
-            find(&received, b"\r\n\r\n")
-        } else {
-            None
-        };
-        if let Some(end) = head_end {
-            head = Some(Head::parse(&received[..end])?);
-            received.drain(..end + 4);
         }
     }
-}
-
-fn connect(url: &HttpUrl, timeout: Duration) -> Result<TcpStream, String> {
-    let addresses = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
-    let mut last_error = None;
-    for address in addresses {
-        match TcpStream::connect_timeout(&address, timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => {
-                last_error = Some(format!(
-                    "cannot connect to {address}: {e} (is the server running?)"
-                ))
-            }
-        }
+    if certificates.is_empty() {
+        return Err(CliError::input(
+            path,
+            "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+        ));
     }
-    Err(last_error.unwrap_or_else(|| format!("{} resolves to no address", url.host)))
-}
-
-/// How the body of the answer is delimited.
-#[derive(Debug)]
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-#[derive(Debug)]
-struct Head {
-    framing: Framing,
-}
-
-impl Head {
-    fn parse(head: &[u8]) -> Result<Head, String> {
-        let head = String::from_utf8_lossy(head);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let (version, status) = (
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-        );
-        if !version.starts_with("HTTP/1.") {
-            return Err(format!("not an HTTP/1.x answer: {status_line:?}"));
-        }
-        if status != "200" {
-            return Err(format!(
-                "the server answered {:?}, expected 200 (is this the server's {DEBUG_TASKS_PATH}?)",
-                status_line
-            ));
-        }
-        let mut framing = Framing::UntilClose;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding")
-                && value.eq_ignore_ascii_case("chunked")
-            {
-                framing = Framing::Chunked;
-            } else if name.eq_ignore_ascii_case("content-length")
-                && !matches!(framing, Framing::Chunked)
-            {
-                framing = Framing::Length(
-                    value
-                        .parse()
-                        .map_err(|_| format!("invalid Content-Length {value:?}"))?,
-                );
-            }
-        }
-        Ok(Head { framing })
-    }
-
-    /// The body if `received` holds all of it.
-    fn complete_body(&self, received: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        match self.framing {
-            Framing::Length(length) if received.len() >= length => {
-                Ok(Some(received[..length].to_vec()))
-            }
-            // Only try to decode once the terminating chunk may be there.
-            Framing::Chunked if received.ends_with(b"0\r\n\r\n") => decode_chunked(received),
-            _ => Ok(None),
-        }
-    }
-
-    fn body_at_close(&self, received: &[u8]) -> Result<Vec<u8>, String> {
-        match self.framing {
-            Framing::UntilClose => Ok(received.to_vec()),
-            Framing::Length(length) => Err(format!(
-                "the server closed the connection after {} of {length} body bytes",
-                received.len()
-            )),
-            Framing::Chunked => decode_chunked(received)?.ok_or_else(|| {
-                "the server closed the connection in the middle of a chunked body".to_owned()
-            }),
-        }
-    }
-}
-
-/// Decodes a chunked body; `None` when it is incomplete.
-fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut body = Vec::new();
-    loop {
-        let Some(line_end) = find(data, b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("invalid chunk size {size_text:?}"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(Some(body));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    Ok(certificates)
 }
 
 #[cfg(test)]
@@ -285,47 +191,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_default_to_port_80_and_the_debug_tasks_path() {
-        let url = HttpUrl::parse("http://localhost").unwrap();
+    fn urls_without_a_path_get_the_debug_tasks_path() {
         assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("localhost", 80, DEBUG_TASKS_PATH)
+            with_default_path("http://localhost").unwrap(),
+            "http://localhost/debug/tasks"
         );
-        let url = HttpUrl::parse("http://[::1]:9000/debug/tasks?x=1").unwrap();
         assert_eq!(
-            (url.host.as_str(), url.port, url.path.as_str()),
-            ("::1", 9000, "/debug/tasks?x=1")
+            with_default_path("https://127.0.0.1:8443/").unwrap(),
+            "https://127.0.0.1:8443/debug/tasks"
+        );
+        assert_eq!(
+            with_default_path("http://[::1]:9000/debug/tasks?x=1").unwrap(),
+            "http://[::1]:9000/debug/tasks?x=1"
         );
     }
 
     #[test]
-    fn urls_without_http_are_refused_with_a_reason() {
+    fn urls_that_are_not_http_are_refused_with_a_reason() {
         assert!(
-            HttpUrl::parse("https://127.0.0.1/")
+            with_default_path("ftp://127.0.0.1/")
                 .unwrap_err()
-                .contains("https is not supported")
+                .contains("unsupported scheme")
         );
         assert!(
-            HttpUrl::parse("127.0.0.1:8080")
+            with_default_path("127.0.0.1:8080")
                 .unwrap_err()
                 .contains("expected a URL")
         );
         assert!(
-            HttpUrl::parse("http://127.0.0.1:http/")
+            with_default_path("http://127.0.0.1:http/")
                 .unwrap_err()
-                .contains("invalid port")
+                .contains("invalid port \"http\"")
         );
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_report_incompleteness() {
-        assert_eq!(
-            decode_chunked(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
-                .unwrap()
-                .unwrap(),
-            b"abcde"
+        assert!(
+            with_default_path("http://user:pw@127.0.0.1/")
+                .unwrap_err()
+                .contains("credentials")
         );
-        assert_eq!(decode_chunked(b"3\r\nab").unwrap(), None);
-        assert!(decode_chunked(b"zz\r\n").is_err());
     }
 }

@@ -2,11 +2,14 @@
 //! leakcheck crate.
 //!
 //! - `leakcheck summary <dir|files…>`: leaked tasks grouped by spawn site
-//!   (count, tests affected, oldest age, a representative backtrace), worst first.
-//! - `leakcheck diff <a> <b>`: per-site growth between two reports or snapshots.
+//!   (count, tests affected, oldest age, a representative backtrace), worst
+//!   first; several directories (CI shards) merge into one.
+//! - `leakcheck diff <a> <b>`: per-site changes between two reports, two
+//!   report directories or two snapshots; `--fail-on-new` gates a pull request.
 //! - `leakcheck flamegraph <dir|files…> -o leaks.svg`: tasks folded by spawn backtrace.
 //! - `leakcheck html <dir|files…> -o leaks.html`: one self-contained page.
 //! - `leakcheck snapshot <url> [-o file]`: save a server's `/debug/tasks`.
+//! - `leakcheck watch <url> --every 10s --for 5m`: flag sites that keep growing.
 //!
 //! Every input is checked for `schema_version` and `kind` before use; a bad
 //! one stops the command with one line naming the file. Output files are
@@ -17,9 +20,10 @@
 //! | code | constant | meaning |
 //! |---|---|---|
 //! | 0 | [`exit::OK`] | success |
-//! | 1 | [`exit::LEAKS_FOUND`] | `--fail-on-leaks` / `--fail-on-growth` found something |
+//! | 1 | [`exit::LEAKS_FOUND`] | `--fail-on-leaks` / `--fail-on-new` / `--fail-on-growth` found something |
 //! | 2 | [`exit::INPUT_ERROR`] | bad command line or bad input file |
 //! | 3 | [`exit::RUN_ERROR`] | output not writable, or snapshot fetch failed |
+//! | 4 | [`exit::NO_REPORTS`] | a report directory is empty or missing (`--allow-empty` reads it as no leaks) |
 
 mod cli;
 mod diff;
@@ -33,13 +37,14 @@ mod http;
 mod output;
 mod summary;
 mod text;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DiffFormat, SummaryFormat};
 use crate::document::Document;
 use crate::error::CliError;
 
@@ -58,41 +63,106 @@ fn run(command: Command) -> Result<u8, CliError> {
     match command {
         Command::Summary {
             inputs,
+            format,
             json,
             fail_on_leaks,
-        } => run_summary(&inputs, json, fail_on_leaks),
+            empty,
+        } => {
+            let format = if json { SummaryFormat::Json } else { format };
+            run_summary(&inputs, format, fail_on_leaks, empty.allow_empty)
+        }
         Command::Diff {
             before,
             after,
+            format,
             json,
             all,
             fail_on_growth,
-        } => run_diff(&before, &after, json, all, fail_on_growth),
+            fail_on_new,
+            link_base,
+            empty,
+        } => {
+            let format = if json { DiffFormat::Json } else { format };
+            let before = diff::load_input(&before, empty.allow_empty)?;
+            let after = diff::load_input(&after, empty.allow_empty)?;
+            let diff = diff::diff(&before, &after)?;
+            let rendered = match format {
+                DiffFormat::Text => diff::render_text(&diff, all),
+                DiffFormat::Json => to_json(&diff),
+                DiffFormat::Markdown => diff::render_markdown(&diff, link_base.as_deref()),
+            };
+            output::write_stdout(rendered.as_bytes())?;
+            let failed = (fail_on_growth && diff::has_growth(&diff))
+                || (fail_on_new && diff::has_new(&diff));
+            Ok(if failed { exit::LEAKS_FOUND } else { exit::OK })
+        }
         Command::Flamegraph {
             inputs,
             output,
             title,
-        } => run_flamegraph(&inputs, &output, &title),
-        Command::Html { inputs, output } => run_html(&inputs, &output),
+            empty,
+        } => run_flamegraph(&inputs, &output, &title, empty.allow_empty),
+        Command::Html {
+            inputs,
+            output,
+            empty,
+        } => run_html(&inputs, &output, empty.allow_empty),
         Command::Snapshot {
             url,
             output,
-            timeout,
+            connection,
         } => {
-            let path = fetch::run(&url, output, timeout)?;
+            let path = fetch::run(&url, output, &connection.client_options())?;
             announce(&path, "snapshot saved");
             Ok(exit::OK)
+        }
+        Command::Watch {
+            url,
+            every,
+            duration,
+            window,
+            output,
+            fail_on_growth,
+            connection,
+        } => {
+            let client = http::Client::new(&url, &connection.client_options())?;
+            let options = watch::WatchOptions {
+                every,
+                duration,
+                window: window as usize,
+            };
+            let watched = watch::watch(&client, &options, |line| {
+                let _ = output::write_stdout(format!("{line}\n").as_bytes());
+            })?;
+            output::write_stdout(watch::render_text(&watched).as_bytes())?;
+            if let Some(path) = &output {
+                watch::write_html(&watched, client.url(), path)?;
+                announce(
+                    path,
+                    &format!("{} charted", text::count(watched.sites.len(), "spawn site")),
+                );
+            }
+            Ok(if fail_on_growth && !watched.flagged.is_empty() {
+                exit::LEAKS_FOUND
+            } else {
+                exit::OK
+            })
         }
     }
 }
 
-fn run_summary(inputs: &[PathBuf], json: bool, fail_on_leaks: bool) -> Result<u8, CliError> {
-    let reports = document::load_reports(inputs, "summary")?;
+fn run_summary(
+    inputs: &[PathBuf],
+    format: SummaryFormat,
+    fail_on_leaks: bool,
+    allow_empty: bool,
+) -> Result<u8, CliError> {
+    let reports = document::load_reports(inputs, "summary", allow_empty)?;
     let summary = summary::summarize(&reports);
-    let rendered = if json {
-        to_json(&summary)
-    } else {
-        summary::render_text(&summary)
+    let rendered = match format {
+        SummaryFormat::Text => summary::render_text(&summary),
+        SummaryFormat::Json => to_json(&summary),
+        SummaryFormat::Github => summary::render_github(&summary),
     };
     output::write_stdout(rendered.as_bytes())?;
     Ok(if fail_on_leaks && summary::has_leaks(&summary) {
@@ -102,31 +172,13 @@ fn run_summary(inputs: &[PathBuf], json: bool, fail_on_leaks: bool) -> Result<u8
     })
 }
 
-fn run_diff(
-    before: &Path,
-    after: &Path,
-    json: bool,
-    all: bool,
-    fail_on_growth: bool,
+fn run_flamegraph(
+    inputs: &[PathBuf],
+    output: &Path,
+    title: &str,
+    allow_empty: bool,
 ) -> Result<u8, CliError> {
-    let before_doc = document::load(before)?;
-    let after_doc = document::load(after)?;
-    let diff = diff::diff((before, &before_doc), (after, &after_doc))?;
-    let rendered = if json {
-        to_json(&diff)
-    } else {
-        diff::render_text(&diff, all)
-    };
-    output::write_stdout(rendered.as_bytes())?;
-    Ok(if fail_on_growth && diff::has_growth(&diff) {
-        exit::LEAKS_FOUND
-    } else {
-        exit::OK
-    })
-}
-
-fn run_flamegraph(inputs: &[PathBuf], output: &Path, title: &str) -> Result<u8, CliError> {
-    let documents = document::expand_inputs(inputs)?
+    let documents = document::expand_inputs(inputs, allow_empty)?
         .iter()
         .map(|file| document::load(file))
         .collect::<Result<Vec<_>, _>>()?;
@@ -142,8 +194,8 @@ fn run_flamegraph(inputs: &[PathBuf], output: &Path, title: &str) -> Result<u8, 
     Ok(exit::OK)
 }
 
-fn run_html(inputs: &[PathBuf], output: &Path) -> Result<u8, CliError> {
-    let reports = document::load_reports(inputs, "html")?;
+fn run_html(inputs: &[PathBuf], output: &Path, allow_empty: bool) -> Result<u8, CliError> {
+    let reports = document::load_reports(inputs, "html", allow_empty)?;
     let summary = summary::summarize(&reports);
     let documents: Vec<Document> = reports
         .iter()

@@ -1,7 +1,7 @@
-//! Writing results: files atomically (temporary file in the same directory,
-//! then rename, so a reader never sees half a file), `-` as standard output.
+//! Writing results: files atomically (through the core's
+//! [`leakcheck::write_atomically`], so a reader never sees half a file), `-`
+//! as standard output.
 
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -34,9 +34,12 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path names no file",
+        ));
+    }
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -47,24 +50,5 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
             format!("directory {} does not exist", directory.display()),
         ));
     }
-    // Hidden, so `leakcheck summary <dir>` never reads a temporary file.
-    let temporary = directory.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result
+    leakcheck::write_atomically(path, bytes)
 }

@@ -192,6 +192,38 @@ pub fn headline(summary: &Summary) -> String {
     line
 }
 
+/// GitHub Actions `::error` annotations: one per spawn site, at the site,
+/// plus one without a file for leaks whose sites are unknown.
+pub fn render_github(summary: &Summary) -> String {
+    let mut out = String::new();
+    for site in &summary.sites {
+        let message = format!(
+            "{} spawned here leaked in {} ({}), oldest {}; await or abort it before the test returns",
+            text::count(site.tasks, "task"),
+            text::count(site.tests.len(), "test"),
+            list_names(&site.tests),
+            text::age(site.oldest_age_ms)
+        );
+        out.push_str(&leakcheck::github_annotation(
+            &site.site,
+            "leakcheck: leaked tasks",
+            &message,
+        ));
+        out.push('\n');
+    }
+    if let Some(degraded) = &summary.degraded {
+        let _ = writeln!(
+            out,
+            "::error title=leakcheck%3A leaked tasks::{} leaked in {} ({}) with unknown spawn sites; {}",
+            text::count(degraded.tasks, "task"),
+            text::count(degraded.tests.len(), "test"),
+            list_names(&degraded.tests).replace('%', "%25"),
+            TOKIO_UNSTABLE_HINT.replace('%', "%25")
+        );
+    }
+    out
+}
+
 /// The table and one detail block per site, for people.
 pub fn render_text(summary: &Summary) -> String {
     let mut out = String::new();

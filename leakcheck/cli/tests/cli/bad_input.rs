@@ -54,11 +54,35 @@ fn one_bad_file_in_a_directory_stops_the_command() {
 }
 
 #[test]
-fn an_empty_directory_is_refused() {
+fn an_empty_or_missing_directory_is_not_no_leaks() {
     let scratch = Scratch::new("empty-dir");
     std::fs::write(scratch.path().join("notes.txt"), "not a report").expect("write");
     let dir = scratch.join("");
-    run(&["summary", &dir]).assert_one_line_error(2, &[&dir, "directory holds no *.json reports"]);
+    let missing = scratch.join("never-created");
+    for input in [&dir, &missing] {
+        run(&["summary", input]).assert_one_line_error(4, &[input, "--allow-empty"]);
+        run(&["html", input, "-o", "-"]).assert_one_line_error(4, &[input]);
+    }
+    run(&["summary", &dir]).assert_one_line_error(4, &["directory holds no *.json reports"]);
+    run(&["summary", &missing]).assert_one_line_error(4, &["no such directory"]);
+    // A missing *.json is a mistyped file, not a directory the tests never made.
+    run(&["summary", "reports/typo.json"]).assert_one_line_error(2, &["no such file"]);
+}
+
+#[test]
+fn allow_empty_reads_an_empty_or_missing_directory_as_no_leaks() {
+    let scratch = Scratch::new("allow-empty");
+    let missing = scratch.join("never-created");
+    let run = run(&["summary", "--allow-empty", &missing, "--fail-on-leaks"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "leakcheck: no leaked tasks in 0 reports\n");
+    let merged = crate::support::run(&["summary", "--allow-empty", &missing, "reports"]);
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    assert!(
+        merged.stdout.contains("in 3 of 3 reports"),
+        "{}",
+        merged.stdout
+    );
 }
 
 #[test]

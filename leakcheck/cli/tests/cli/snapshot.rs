@@ -23,7 +23,9 @@ fn fetches_debug_tasks_into_a_file_named_after_its_capture_time() {
         "{request}"
     );
     assert!(
-        request.contains(&format!("Host: {address}\r\n")),
+        request
+            .to_ascii_lowercase()
+            .contains(&format!("host: {address}\r\n")),
         "{request}"
     );
     assert_eq!(
@@ -105,15 +107,83 @@ fn a_closed_port_is_a_run_error() {
         .expect("address");
     // The listener is dropped: nothing listens there now.
     run(&["snapshot", &format!("http://{address}"), "-o", "-"])
-        .assert_one_line_error(3, &["cannot connect to", "is the server running?"]);
+        .assert_one_line_error(3, &["cannot connect", "is the server running?"]);
 }
 
 #[test]
-fn urls_that_are_not_plain_http_are_input_errors() {
-    run(&["snapshot", "https://127.0.0.1:8443/debug/tasks"])
-        .assert_one_line_error(2, &["https is not supported"]);
+fn urls_that_are_not_http_are_input_errors() {
+    run(&["snapshot", "ftp://127.0.0.1/debug/tasks"])
+        .assert_one_line_error(2, &["unsupported scheme \"ftp\""]);
     run(&["snapshot", "127.0.0.1:8080"]).assert_one_line_error(
         2,
         &["expected a URL like http://127.0.0.1:8080/debug/tasks"],
     );
+    run(&["snapshot", "http://127.0.0.1:http/"]).assert_one_line_error(2, &["invalid port"]);
+}
+
+#[test]
+fn a_bearer_token_is_sent_from_the_flag_or_the_environment() {
+    let body = after_snapshot();
+    let (address, server) = serve_once(ok_with_length(&body));
+    let url = format!("http://{address}");
+    run(&["snapshot", &url, "-o", "-", "--token", "s3cret"]);
+    let request = server.join().expect("server thread").to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer s3cret\r\n"),
+        "{request}"
+    );
+
+    let (address, server) = serve_once(ok_with_length(&body));
+    let run = crate::support::run_with_env(
+        &["snapshot", &format!("http://{address}"), "-o", "-"],
+        &[("LEAKCHECK_TOKEN", "from-env")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let request = server.join().expect("server thread").to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer from-env\r\n"),
+        "{request}"
+    );
+}
+
+#[test]
+fn an_unauthorized_answer_says_how_to_pass_a_token() {
+    let (address, server) =
+        serve_once(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_vec());
+    run(&["snapshot", &format!("http://{address}"), "-o", "-"])
+        .assert_one_line_error(3, &["401 Unauthorized", "--token or LEAKCHECK_TOKEN"]);
+    server.join().expect("server thread");
+}
+
+#[test]
+fn hostile_chunk_sizes_are_errors_not_panics() {
+    // A chunk size of 2^64-1 overflowed the hand-written client's bounds check.
+    for size in ["ffffffffffffffff", "fffffffffffffffffffff", "-1", "zz"] {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+        );
+        let (address, server) = serve_once(response.into_bytes());
+        let run = run(&[
+            "snapshot",
+            &format!("http://{address}"),
+            "-o",
+            "-",
+            "--timeout",
+            "2s",
+        ]);
+        assert_eq!(run.code, 3, "chunk size {size}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        server.join().expect("server thread");
+    }
+}
+
+#[test]
+fn timeouts_that_would_overflow_are_refused() {
+    for timeout in ["999999999999999999m", "18446744073709551615s", "1e300s"] {
+        let run = run(&["snapshot", "http://127.0.0.1:1", "--timeout", timeout]);
+        assert_eq!(run.code, 2, "--timeout {timeout}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    run(&["snapshot", "http://127.0.0.1:1", "--timeout", "100000000s"])
+        .assert_one_line_error(2, &["--timeout", "out of range"]);
 }

@@ -52,10 +52,35 @@ impl Run {
 
 /// Runs `leakcheck` with `args` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_leakcheck"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
+    run_in_with_env(dir, args, &[])
+}
+
+/// Runs `leakcheck` with `args` in the fixtures directory, `env` set.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_in_with_env(&fixtures(), args, env)
+}
+
+/// Environment variables that would change where requests go or what the binary prints.
+const SCRUBBED_ENV: &[&str] = &[
+    "RUST_BACKTRACE",
+    "LEAKCHECK_TOKEN",
+    "GITHUB_ACTIONS",
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn run_in_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leakcheck"));
+    command.args(args).current_dir(dir);
+    for name in SCRUBBED_ENV {
+        command.env_remove(name);
+    }
+    let output = command
+        .envs(env.iter().copied())
         .output()
         .expect("the leakcheck binary runs");
     Run {

@@ -11,6 +11,7 @@ fn help_documents_the_exit_codes() {
         "  1  --fail-on-leaks",
         "  2  bad command line or bad input",
         "  3  an output file",
+        "  4  a report directory is empty or missing",
     ] {
         assert!(
             run.stdout.contains(line),
@@ -18,7 +19,7 @@ fn help_documents_the_exit_codes() {
             run.stdout
         );
     }
-    for command in ["summary", "diff", "flamegraph", "html", "snapshot"] {
+    for command in ["summary", "diff", "flamegraph", "html", "snapshot", "watch"] {
         assert!(
             run.stdout.contains(command),
             "{command} missing from --help"
@@ -37,7 +38,7 @@ fn usage_errors_exit_with_2() {
     assert!(
         bad_timeout
             .stderr
-            .contains("expected a duration like 10s or 500ms"),
+            .contains("expected a duration like 10s, 500ms or 2m"),
         "{}",
         bad_timeout.stderr
     );
