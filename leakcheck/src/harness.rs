@@ -102,6 +102,16 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
         }
     };
 
+    let settings = &tracker.inner.settings;
+    let verdict = match crate::baseline::apply(
+        config.name,
+        verdict.err(),
+        settings.baseline.as_deref(),
+        settings.report_dir.as_deref(),
+    ) {
+        Some(report) => Err(report),
+        None => Ok(()),
+    };
     match (outcome, verdict) {
         (Err(panic), verdict) => {
             // The body's own panic is the failure; leaks follow it as context.

@@ -74,10 +74,26 @@
 //! |---|---|---|
 //! | `LEAKCHECK_BACKTRACE` | `off` (spawn site only) or `full` (spawn site and spawn backtrace) | `full` |
 //! | `LEAKCHECK_GRACE` | time tasks get to finish after the body, e.g. `250ms`, `2s`, `0` | `250ms` |
+//! | `LEAKCHECK_IGNORE` | comma-separated ignore patterns for every test, e.g. `src/metrics.rs,hyper_util::client` | none |
 //! | `LEAKCHECK_MODE` | `fail` (panic with the report) or `warn` (print it, pass) | `fail` |
 //! | `LEAKCHECK_REPORT_DIR` | directory receiving one JSON report per failing test, written atomically | unset; `target/leakcheck-reports` in the workspace when `CI` is set |
+//! | `LEAKCHECK_BASELINE` | a baseline file (`cargo leakcheck baseline`): leaks at the spawn sites it lists do not fail their test | unset (`cargo leakcheck test` sets it to `leakcheck-baseline.json` when that exists) |
 //!
-//! Attribute arguments override the environment. Under GitHub Actions
+//! Crate-wide settings can also live in the manifest, read by every test of
+//! the package (the package's table over the workspace's):
+//!
+//! ```toml
+//! [workspace.metadata.leakcheck]   # or [package.metadata.leakcheck]
+//! grace = "500ms"
+//! ignore = ["hyper_util::client::legacy::pool", "src/metrics.rs"]
+//! ```
+//!
+//! Precedence: attribute argument, then environment, then
+//! `[package.metadata.leakcheck]`, then `[workspace.metadata.leakcheck]`, then
+//! the default; `ignore` patterns from all of them add up. A malformed table
+//! fails the test with a message naming the file.
+//!
+//! Under GitHub Actions
 //! (`GITHUB_ACTIONS=true`) each leaking spawn site is also printed as an
 //! `::error file=…,line=…` annotation, so the leak shows on the pull request.
 //!
@@ -100,12 +116,14 @@
 // caller; the data types stay ungated so reports read the same either way.
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
+mod baseline;
 mod capture;
 mod clock;
 mod collect;
 mod dump;
 mod harness;
 mod label;
+mod manifest;
 mod output;
 mod paths;
 mod registry;
@@ -115,6 +133,10 @@ mod symbolize;
 mod tracker;
 mod verify;
 
+pub use baseline::{
+    BASELINE_OUTCOME_DIR, BASELINE_SCHEMA_VERSION, Baseline, BaselineEntry, BaselineOutcome,
+    DEFAULT_BASELINE_FILE, Screened,
+};
 pub use label::{Labeled, labeled};
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
@@ -122,8 +144,8 @@ pub use report::{
     TOKIO_UNSTABLE_HINT, TaskEntry,
 };
 pub use settings::{
-    BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE, Mode,
-    SettingError, parse_duration,
+    BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE,
+    IGNORE_SEPARATOR, Mode, SettingError, parse_duration,
 };
 pub use tracker::{Tracker, TrackerBuilder};
 pub use verify::{VerifyGuard, verify_none};

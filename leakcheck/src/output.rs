@@ -12,9 +12,14 @@ use crate::report::{LeakReport, SourceLocation};
 /// The file appears complete or not at all (see [`write_atomically`]), so a
 /// test killed mid-write never leaves half a report.
 pub fn write_report(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf> {
+    write_json(dir, &report.test, &report.to_json())
+}
+
+/// Writes `json` as `<dir>/<name>.json` (the name made file-safe), atomically
+/// as [`write_report`] does, and returns the path.
+pub(crate) fn write_json(dir: &Path, name: &str, json: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let stem: String = report
-        .test
+    let stem: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -25,9 +30,9 @@ pub fn write_report(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf>
         })
         .collect();
     let path = dir.join(format!("{stem}.json"));
-    let mut json = report.to_json();
-    json.push('\n');
-    write_atomically(&path, json.as_bytes())?;
+    let mut text = json.to_owned();
+    text.push('\n');
+    write_atomically(&path, text.as_bytes())?;
     Ok(path)
 }
 

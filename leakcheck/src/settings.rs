@@ -1,8 +1,12 @@
-//! Tracker settings, their defaults and the `LEAKCHECK_*` environment
-//! variables that override them.
+//! Tracker settings, their defaults and where they come from: attribute or
+//! builder arguments over the `LEAKCHECK_*` environment variables over the
+//! package's `[package.metadata.leakcheck]` over the workspace's
+//! `[workspace.metadata.leakcheck]` (see [`crate::manifest`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::manifest::CrateSettings;
 
 /// How long a scope's tasks may keep running after its body returned:
 /// 250 ms, unless `LEAKCHECK_GRACE` or an explicit setting says otherwise.
@@ -13,6 +17,11 @@ pub const DEFAULT_BACKTRACE: BacktraceMode = BacktraceMode::Full;
 
 /// Default for [`Mode`]: [`Mode::Fail`].
 pub const DEFAULT_MODE: Mode = Mode::Fail;
+
+/// Separator of the patterns in `LEAKCHECK_IGNORE`
+/// (`LEAKCHECK_IGNORE=src/metrics.rs,hyper_util::client`): a comma, because
+/// patterns themselves contain `:` (`src/conn.rs:88`, `tokio::time`).
+pub const IGNORE_SEPARATOR: char = ',';
 
 /// Directory (under the workspace's `target/`) where reports go when `CI` is
 /// set and `LEAKCHECK_REPORT_DIR` is not.
@@ -69,21 +78,41 @@ pub(crate) struct Settings {
     pub(crate) grace: Duration,
     pub(crate) mode: Mode,
     pub(crate) report_dir: Option<PathBuf>,
+    /// Crate-wide ignore patterns: the workspace's, the package's, then
+    /// `LEAKCHECK_IGNORE`'s (patterns add up; none overrides another).
+    pub(crate) ignore: Vec<String>,
+    /// `LEAKCHECK_BASELINE`: leaks recorded there do not fail a test.
+    pub(crate) baseline: Option<PathBuf>,
 }
 
 impl Settings {
-    /// Defaults overridden by the environment. A malformed variable is a
-    /// configuration error the user must see, so it panics with the variable's
-    /// name and the accepted values.
+    /// Defaults overridden by the crate's manifests, then by the environment.
+    /// A malformed variable or manifest table is a configuration error the
+    /// user must see, so it panics naming the variable or the file and what
+    /// would be accepted.
     pub(crate) fn from_env() -> Settings {
-        match Self::try_from_env(|name| std::env::var(name).ok()) {
+        let manifest = match crate::manifest::crate_settings() {
+            Ok(manifest) => manifest,
+            Err(err) => panic!("leakcheck: {err}"),
+        };
+        match Self::try_from_sources(|name| std::env::var(name).ok(), manifest) {
             Ok(settings) => settings,
             Err(err) => panic!("leakcheck: {err}"),
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn try_from_env(
         var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingError> {
+        Self::try_from_sources(var, &CrateSettings::default())
+    }
+
+    /// `var` (the environment) over `manifest` (the crate's tables) over the
+    /// defaults.
+    pub(crate) fn try_from_sources(
+        var: impl Fn(&str) -> Option<String>,
+        manifest: &CrateSettings,
     ) -> Result<Settings, SettingError> {
         let backtrace = match var("LEAKCHECK_BACKTRACE") {
             None => DEFAULT_BACKTRACE,
@@ -91,7 +120,7 @@ impl Settings {
                 .ok_or_else(|| err("LEAKCHECK_BACKTRACE", &v, "`off` or `full`"))?,
         };
         let grace = match var("LEAKCHECK_GRACE") {
-            None => DEFAULT_GRACE,
+            None => manifest.grace.unwrap_or(DEFAULT_GRACE),
             Some(v) => parse_duration(&v).ok_or_else(|| {
                 err(
                     "LEAKCHECK_GRACE",
@@ -113,11 +142,26 @@ impl Settings {
             }
             _ => None,
         };
+        let mut ignore = manifest.ignore.clone();
+        if let Some(patterns) = var("LEAKCHECK_IGNORE") {
+            ignore.extend(parse_ignore(&patterns).ok_or_else(|| {
+                err(
+                    "LEAKCHECK_IGNORE",
+                    &patterns,
+                    "comma-separated patterns such as `src/metrics.rs,hyper_util::client`, none empty",
+                )
+            })?);
+        }
+        let baseline = var("LEAKCHECK_BASELINE")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
         Ok(Settings {
             backtrace,
             grace,
             mode,
             report_dir,
+            ignore,
+            baseline,
         })
     }
 }
@@ -129,6 +173,8 @@ impl Default for Settings {
             grace: DEFAULT_GRACE,
             mode: DEFAULT_MODE,
             report_dir: None,
+            ignore: Vec::new(),
+            baseline: None,
         }
     }
 }
@@ -147,6 +193,21 @@ pub(crate) fn parse_backtrace(value: &str) -> Option<BacktraceMode> {
         "full" | "1" | "true" | "on" => Some(BacktraceMode::Full),
         _ => None,
     }
+}
+
+/// Splits `LEAKCHECK_IGNORE` at [`IGNORE_SEPARATOR`]; `None` when a pattern
+/// is blank (it would match every task). An empty variable means no patterns.
+pub(crate) fn parse_ignore(value: &str) -> Option<Vec<String>> {
+    if value.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    value
+        .split(IGNORE_SEPARATOR)
+        .map(|pattern| {
+            let pattern = pattern.trim();
+            (!pattern.is_empty()).then(|| pattern.to_owned())
+        })
+        .collect()
 }
 
 pub(crate) fn parse_mode(value: &str) -> Option<Mode> {
@@ -215,5 +276,37 @@ mod tests {
         assert_eq!(settings.mode, Mode::Warn);
         assert_eq!(settings.grace, DEFAULT_GRACE);
         assert_eq!(settings.report_dir, Some(PathBuf::from("/tmp/reports")));
+    }
+
+    #[test]
+    fn env_over_manifest_over_defaults() {
+        let manifest = CrateSettings {
+            grace: Some(Duration::from_secs(1)),
+            ignore: vec!["src/metrics.rs".to_owned()],
+        };
+        let none = |_: &str| None;
+        let settings = Settings::try_from_sources(none, &manifest).unwrap();
+        assert_eq!(settings.grace, Duration::from_secs(1));
+        assert_eq!(settings.ignore, ["src/metrics.rs"]);
+
+        let env = |name: &str| match name {
+            "LEAKCHECK_GRACE" => Some("20ms".to_owned()),
+            "LEAKCHECK_IGNORE" => Some(" tokio::time , src/conn.rs:88".to_owned()),
+            _ => None,
+        };
+        let settings = Settings::try_from_sources(env, &manifest).unwrap();
+        assert_eq!(settings.grace, Duration::from_millis(20));
+        assert_eq!(
+            settings.ignore,
+            ["src/metrics.rs", "tokio::time", "src/conn.rs:88"]
+        );
+    }
+
+    #[test]
+    fn blank_ignore_patterns_are_rejected() {
+        let env = |name: &str| (name == "LEAKCHECK_IGNORE").then(|| "a,,b".to_owned());
+        let err = Settings::try_from_env(env).unwrap_err();
+        assert_eq!(err.name, "LEAKCHECK_IGNORE");
+        assert_eq!(parse_ignore(""), Some(Vec::new()));
     }
 }

@@ -465,10 +465,11 @@ impl fmt::Debug for TrackerBuilder {
 }
 
 impl TrackerBuilder {
-    pub(crate) fn from_settings(settings: Settings) -> Self {
+    pub(crate) fn from_settings(mut settings: Settings) -> Self {
         TrackerBuilder {
+            // Crate-wide patterns start the list; `ignore` calls add to it.
+            ignore: std::mem::take(&mut settings.ignore),
             settings,
-            ignore: Vec::new(),
             #[cfg(tokio_unstable)]
             user_spawn: None,
             #[cfg(tokio_unstable)]
