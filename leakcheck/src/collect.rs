@@ -12,7 +12,9 @@ use rustc_hash::FxHashMap;
 
 use crate::capture::StackId;
 use crate::registry::Scope;
-use crate::report::{Frame, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry};
+use crate::report::{
+    Frame, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry,
+};
 use crate::tracker::Tracker;
 
 /// A copy of one record, taken under its shard's lock.
@@ -116,7 +118,7 @@ fn ignores(task: &TaskView, pattern: &str) -> bool {
 /// shared table.
 pub(crate) fn group(
     tasks: Vec<TaskView>,
-    parked: &FxHashMap<u64, String>,
+    parked: &FxHashMap<u64, ParkedAt>,
 ) -> (Vec<SiteGroup>, Vec<Stack>) {
     let mut resolved: FxHashMap<StackId, Vec<Frame>> = FxHashMap::default();
     let mut by_site: BTreeMap<GroupKey, (Option<Frame>, Vec<TaskView>)> = BTreeMap::new();

@@ -4,6 +4,8 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::report::{Frame, ParkedAt};
+
 /// How long a dump may take: on a multi-thread runtime every worker must
 /// check in, and a worker stuck in blocking code never does.
 #[cfg(leakcheck_taskdump)]
@@ -17,14 +19,15 @@ const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// keep their "parked at"; a runtime this busy goes without.
 const MAX_DUMPED_TASKS: usize = 128;
 
-/// Lines kept per parked trace.
-#[cfg(leakcheck_taskdump)]
-const MAX_LINES: usize = 8;
+/// Frames kept per parked trace; deeper frames are counted, not shown.
+const MAX_TRACE_FRAMES: usize = 16;
 
-/// The parked trace of each task in `ids`, as indented text, innermost await
-/// first, trimmed to the user's frames.
+/// Traces kept per task (one per awaited leaf future); more are counted.
+const MAX_TRACES: usize = 8;
+
+/// Where each task in `ids` is parked, trimmed to the user's frames.
 #[cfg(leakcheck_taskdump)]
-pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, String> {
+pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
     let mut parked = FxHashMap::default();
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return parked;
@@ -40,35 +43,35 @@ pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, String> {
         if !ids.contains(&id) {
             continue;
         }
-        let mut lines: Vec<String> = Vec::new();
-        for backtrace in task.trace().resolve_backtraces() {
-            for frame in backtrace.frames() {
-                for symbol in frame.symbols() {
+        let traces = task
+            .trace()
+            .resolve_backtraces()
+            .iter()
+            .map(|backtrace| {
+                let mut frames: Vec<Frame> = Vec::new();
+                for symbol in backtrace.frames().flat_map(|frame| frame.symbols()) {
                     let Some(name) = symbol.name_demangled() else {
                         continue;
                     };
                     if crate::symbolize::is_plumbing(name) {
                         continue;
                     }
-                    let name = strip_hash(name);
-                    let line = match (symbol.filename(), symbol.lineno()) {
-                        (Some(file), Some(line)) => {
-                            format!(
-                                "{name} at {}:{line}",
-                                crate::paths::relative(&file.to_string_lossy())
-                            )
-                        }
-                        _ => name.to_owned(),
+                    let frame = Frame {
+                        function: strip_hash(name).to_owned(),
+                        file: symbol
+                            .filename()
+                            .map(|file| crate::paths::relative(&file.to_string_lossy())),
+                        line: symbol.lineno(),
                     };
-                    if lines.last() != Some(&line) {
-                        lines.push(line);
+                    if frames.last() != Some(&frame) {
+                        frames.push(frame);
                     }
                 }
-            }
-        }
-        lines.truncate(MAX_LINES);
-        if !lines.is_empty() {
-            parked.insert(id, lines.join("\n"));
+                frames
+            })
+            .collect();
+        if let Some(at) = limited(traces) {
+            parked.insert(id, at);
         }
     }
     parked
@@ -76,8 +79,38 @@ pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, String> {
 
 /// Without tokio's task dump there is nothing to add.
 #[cfg(not(leakcheck_taskdump))]
-pub(crate) async fn parked(_ids: &[u64]) -> FxHashMap<u64, String> {
+pub(crate) async fn parked(_ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
     FxHashMap::default()
+}
+
+/// Keeps the traces separate, drops empty and repeated ones (tokio traces
+/// each leaf future; two leaves in one user frame read the same), sorts them
+/// (tokio's order rotates with `join!`'s fairness), and cuts
+/// at [`MAX_TRACES`] traces of [`MAX_TRACE_FRAMES`] frames, counting what
+/// was cut. `None` when nothing is left.
+fn limited(traces: Vec<Vec<Frame>>) -> Option<ParkedAt> {
+    let mut kept: Vec<Vec<Frame>> = Vec::new();
+    for trace in traces {
+        if !trace.is_empty() && !kept.contains(&trace) {
+            kept.push(trace);
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    kept.sort();
+    let omitted_traces = kept.len().saturating_sub(MAX_TRACES);
+    kept.truncate(MAX_TRACES);
+    let mut omitted_frames = 0;
+    for trace in &mut kept {
+        omitted_frames += trace.len().saturating_sub(MAX_TRACE_FRAMES);
+        trace.truncate(MAX_TRACE_FRAMES);
+    }
+    Some(ParkedAt {
+        traces: kept,
+        omitted_frames,
+        omitted_traces,
+    })
 }
 
 /// `foo::bar::h0123456789abcdef` → `foo::bar`.
@@ -88,5 +121,45 @@ fn strip_hash(name: &str) -> &str {
             head
         }
         _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(prefix: &str, depth: usize) -> Vec<Frame> {
+        (0..depth)
+            .map(|i| Frame {
+                function: format!("{prefix}::f{i}"),
+                file: Some("src/lib.rs".to_owned()),
+                line: Some(i as u32 + 1),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn traces_stay_separate_and_cuts_are_counted() {
+        let mut traces = vec![trace("b", 2), Vec::new(), trace("a", MAX_TRACE_FRAMES + 3)];
+        traces.push(trace("b", 2));
+        traces.extend((0..MAX_TRACES).map(|i| trace(&format!("c{i}"), 1)));
+        let at = limited(traces).unwrap();
+        assert_eq!(at.traces.len(), MAX_TRACES);
+        assert_eq!(at.traces[0].len(), MAX_TRACE_FRAMES);
+        assert_eq!(
+            at.traces[1],
+            trace("b", 2),
+            "a second trace is not merged into the first"
+        );
+        assert_eq!(at.omitted_frames, 3);
+        assert_eq!(
+            at.omitted_traces, 2,
+            "empty and repeated traces are dropped, not counted"
+        );
+    }
+
+    #[test]
+    fn no_user_frame_means_no_parked_at() {
+        assert_eq!(limited(vec![Vec::new(), Vec::new()]), None);
     }
 }

@@ -140,7 +140,7 @@ pub use baseline::{
 pub use label::{Labeled, labeled};
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
-    Frame, LeakReport, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
+    Frame, LeakReport, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
     TOKIO_UNSTABLE_HINT, TaskEntry,
 };
 pub use settings::{

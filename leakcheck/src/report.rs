@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever a field changes meaning or disappears; readers must reject
 /// versions they do not know.
 ///
-/// Version 2 added `SiteGroup::spawn_call`: site groups are keyed by the pair
-/// (reported site, spawn call).
+/// Version 2 added `SiteGroup::spawn_call` (site groups are keyed by the pair
+/// reported site, spawn call) and made `TaskEntry::parked_at` a [`ParkedAt`]
+/// (one frame list per trace, with what was cut) instead of one string.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// A source position, relative to the workspace root when it lies inside it.
@@ -33,7 +34,7 @@ impl fmt::Display for SourceLocation {
 }
 
 /// One resolved frame of a spawn backtrace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Frame {
     /// Demangled function path without the hash suffix.
     pub function: String,
@@ -77,7 +78,23 @@ pub struct TaskEntry {
     pub stack: Option<usize>,
     /// Where the task is parked now, from tokio's task dump, if one was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parked_at: Option<String>,
+    pub parked_at: Option<ParkedAt>,
+}
+
+/// Where a task is parked, from tokio's task dump: one trace per future the
+/// task waits on (a `join!` or `select!` waits on several), each innermost
+/// await first, trimmed to the user's frames. Traces are sorted (tokio's own
+/// order changes from poll to poll), so reports stay deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedAt {
+    /// The traces, each a call stack of its own.
+    pub traces: Vec<Vec<Frame>>,
+    /// Frames cut from the end of traces that were too long (summed).
+    #[serde(default)]
+    pub omitted_frames: usize,
+    /// Traces cut after the first ones.
+    #[serde(default)]
+    pub omitted_traces: usize,
 }
 
 /// The tasks that share one spawn site.
@@ -231,10 +248,7 @@ impl fmt::Display for LeakReport {
                 }
             }
             if let Some(parked) = &first.parked_at {
-                writeln!(f, "  parked at:")?;
-                for line in parked.lines() {
-                    writeln!(f, "    {line}")?;
-                }
+                write_parked(f, parked)?;
             }
         }
         writeln!(f)?;
@@ -257,9 +271,93 @@ pub(crate) fn narrowest_ignore(site: &SourceLocation) -> String {
     format!("{}:{}", site.file, site.line)
 }
 
+fn write_parked(f: &mut fmt::Formatter<'_>, parked: &ParkedAt) -> fmt::Result {
+    let single = parked.traces.len() == 1 && parked.omitted_traces == 0;
+    if single {
+        writeln!(f, "  parked at:")?;
+    } else {
+        let total = parked.traces.len() + parked.omitted_traces;
+        writeln!(f, "  parked at ({total} traces, one per awaited future):")?;
+    }
+    let indent = if single { "    " } else { "      " };
+    for (i, trace) in parked.traces.iter().enumerate() {
+        if !single {
+            writeln!(f, "    trace {}:", i + 1)?;
+        }
+        for frame in trace {
+            writeln!(f, "{indent}{frame}")?;
+        }
+    }
+    if parked.omitted_frames > 0 {
+        let plural = if parked.omitted_frames == 1 {
+            "frame"
+        } else {
+            "frames"
+        };
+        writeln!(f, "    … {} more {plural} cut", parked.omitted_frames)?;
+    }
+    if parked.omitted_traces > 0 {
+        let plural = if parked.omitted_traces == 1 {
+            "trace"
+        } else {
+            "traces"
+        };
+        writeln!(f, "    … {} more {plural} cut", parked.omitted_traces)?;
+    }
+    Ok(())
+}
+
 fn write_chain(f: &mut fmt::Formatter<'_>, chain: &[u64]) -> fmt::Result {
     for id in chain {
         write!(f, "task {id} ← ")?;
     }
     f.write_str("the test body")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str) -> Frame {
+        Frame {
+            function: function.to_owned(),
+            file: Some("src/lib.rs".to_owned()),
+            line: Some(7),
+        }
+    }
+
+    #[test]
+    fn parked_at_marks_what_was_cut() {
+        let parked = ParkedAt {
+            traces: vec![vec![frame("a::wait")], vec![frame("b::wait")]],
+            omitted_frames: 1,
+            omitted_traces: 3,
+        };
+        struct Show<'a>(&'a ParkedAt);
+        impl fmt::Display for Show<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_parked(f, self.0)
+            }
+        }
+        assert_eq!(
+            Show(&parked).to_string(),
+            "  parked at (5 traces, one per awaited future):
+    trace 1:
+      a::wait at src/lib.rs:7
+    trace 2:
+      b::wait at src/lib.rs:7
+    … 1 more frame cut
+    … 3 more traces cut
+"
+        );
+        let single = ParkedAt {
+            traces: vec![vec![frame("a::wait")]],
+            omitted_frames: 0,
+            omitted_traces: 0,
+        };
+        assert_eq!(
+            Show(&single).to_string(),
+            "  parked at:\n    a::wait at src/lib.rs:7\n"
+        );
+    }
 }

@@ -243,7 +243,13 @@ fn report_says_where_each_leaked_task_is_parked() {
         })
         .unwrap_err();
         let task = &only_site(&report).tasks[0];
-        let parked = task.parked_at.as_deref().unwrap_or_default();
-        assert!(parked.contains("wait_for_shutdown"), "{report}");
+        let innermost = task
+            .parked_at
+            .as_ref()
+            .and_then(|parked| parked.traces.first()?.first());
+        assert!(
+            innermost.is_some_and(|frame| frame.function.contains("wait_for_shutdown")),
+            "{report}"
+        );
     }
 }

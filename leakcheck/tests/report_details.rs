@@ -104,3 +104,45 @@ fn a_direct_spawn_has_no_separate_spawn_call() {
     assert_eq!(report.sites[0].spawn_call, None, "{report}");
     assert!(!report.to_string().contains("spawn call:"));
 }
+
+async fn wait_for_orders() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+async fn wait_for_payments() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn parked_at_keeps_each_awaited_future_s_trace_separate() {
+    let report = scoped(|| async {
+        tokio::spawn(async {
+            tokio::join!(wait_for_orders(), wait_for_payments());
+        });
+    })
+    .unwrap_err();
+    let parked = report.sites[0].tasks[0]
+        .parked_at
+        .clone()
+        .unwrap_or_else(|| panic!("a task dump was taken:\n{report}"));
+    assert_eq!(parked.traces.len(), 2, "{report}");
+    assert!(
+        parked.traces[0][0]
+            .function
+            .ends_with("wait_for_orders::{{closure}}"),
+        "{parked:#?}"
+    );
+    assert!(
+        parked.traces[1][0]
+            .function
+            .ends_with("wait_for_payments::{{closure}}"),
+        "{parked:#?}"
+    );
+    let text = report.to_string();
+    assert!(text.contains("  parked at (2 traces, one per awaited future):\n    trace 1:\n      report_details::wait_for_orders::{{closure}} at leakcheck/tests/report_details.rs:"), "{text}");
+    assert!(
+        text.contains("\n    trace 2:\n      report_details::wait_for_payments::{{closure}}"),
+        "{text}"
+    );
+}

@@ -184,7 +184,11 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
             "schema_version {version} is not supported: this leakcheck reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION} (use the leakcheck-cli release that matches the library that wrote it)"
         ));
     }
-    let kind = match fields.get("kind") {
+    let mut value = value;
+    if version == 1 {
+        upgrade_v1(&mut value);
+    }
+    let kind = match value.get("kind") {
         None => return Err("no `kind` field: not a leakcheck report or snapshot".to_owned()),
         Some(Value::String(kind)) => kind.clone(),
         Some(other) => return Err(format!("`kind` must be a string, found {other}")),
@@ -201,6 +205,42 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
             "unknown kind {kind:?}: expected {KIND_LEAK_REPORT:?} or {KIND_SNAPSHOT:?}"
         )),
     }
+}
+
+/// Rewrites what version 2 changed in place: `parked_at` was one string of
+/// `function at file:line` lines and is now a [`leakcheck::ParkedAt`] (that
+/// string read as a single trace).
+fn upgrade_v1(document: &mut Value) {
+    let Some(sites) = document.get_mut("sites").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let tasks = sites
+        .iter_mut()
+        .filter_map(|site| site.get_mut("tasks").and_then(Value::as_array_mut))
+        .flatten();
+    for task in tasks {
+        let Some(parked) = task.get_mut("parked_at") else {
+            continue;
+        };
+        let Some(text) = parked.as_str() else {
+            continue;
+        };
+        let frames: Vec<Value> = text.lines().map(v1_frame).collect();
+        *parked = serde_json::json!({ "traces": [frames] });
+    }
+}
+
+/// `function at file:line` (or a bare function) as a frame object.
+fn v1_frame(line: &str) -> Value {
+    let (function, position) = match line.rsplit_once(" at ") {
+        Some((function, position)) => (function, Some(position)),
+        None => (line, None),
+    };
+    let (file, number) = match position.and_then(|p| p.rsplit_once(':')) {
+        Some((file, number)) if number.parse::<u32>().is_ok() => (Some(file), number.parse().ok()),
+        _ => (position, None::<u32>),
+    };
+    serde_json::json!({ "function": function, "file": file, "line": number })
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -236,6 +276,12 @@ mod tests {
         assert_eq!(report.schema_version, 1);
         assert_eq!(report.leaked, 4);
         assert!(report.sites.iter().all(|g| g.spawn_call.is_none()));
+        let parked = report.sites[0].tasks[0].parked_at.as_ref().unwrap();
+        assert_eq!(parked.traces.len(), 1);
+        assert_eq!(
+            parked.traces[0][0].to_string(),
+            "server::conn::serve at server/src/conn.rs:120"
+        );
     }
 
     #[test]
