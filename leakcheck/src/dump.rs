@@ -35,7 +35,8 @@ pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
     if handle.metrics().num_alive_tasks() > MAX_DUMPED_TASKS {
         return parked;
     }
-    let Ok(dump) = tokio::time::timeout(DUMP_TIMEOUT, handle.dump()).await else {
+    let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
+    let Some(dump) = crate::clock::within(deadline, handle.dump()).await else {
         return parked;
     };
     for task in dump.tasks().iter() {

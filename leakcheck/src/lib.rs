@@ -53,6 +53,8 @@
 //! on a `LocalRuntime` — that is still alive when the body has returned and
 //! the grace period (default [`DEFAULT_GRACE`]) has passed. The wait ends as
 //! soon as the last such task terminates: a clean test pays no fixed delay.
+//! The grace is measured in real time, also on a runtime whose clock is paused
+//! (`start_paused`), and needs no time driver.
 //! Tasks that were alive before the scope began are not its leaks.
 //!
 //! Each `#[leakcheck::test]` owns its runtime and tracker, so tests running in

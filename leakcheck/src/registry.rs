@@ -363,7 +363,7 @@ impl Registry {
 
     /// Waits until no task of `scope` is alive or `deadline` passes; wakes on
     /// the terminate that empties the scope, never on a timer tick.
-    pub(crate) async fn drained(&self, scope: &Arc<Scope>, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn drained(&self, scope: &Arc<Scope>, deadline: std::time::Instant) -> bool {
         // Registered before the first count, so a terminate that empties an
         // entry after the count sees the waiter (the shard locks order them).
         let _waiting = Waiting::register(scope);
@@ -374,7 +374,7 @@ impl Registry {
             if self.scope_live(scope) == 0 {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if crate::clock::within(deadline, notified).await.is_none() {
                 return self.scope_live(scope) == 0;
             }
         }

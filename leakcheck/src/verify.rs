@@ -5,7 +5,7 @@
 use std::future::Future as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -13,6 +13,13 @@ use crate::collect;
 use crate::report::{LeakReport, SCHEMA_VERSION, TOKIO_UNSTABLE_HINT};
 use crate::settings::{Mode, Settings};
 use crate::tracker::{OpenScope, Tracker};
+
+/// The shortest wait a verification makes, whatever the grace: tokio wakes a
+/// `JoinHandle` before it runs the task's terminate hook, so a task the body
+/// has just joined can still count as alive for a moment on a multi-thread
+/// runtime. The wait still ends at the terminate of the scope's last task;
+/// only a scope that really leaks waits this long with `grace = "0"`.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 
 /// Opens a leak-check scope on the current runtime: every task spawned after
 /// this call from the current task (or, outside tasks, from the current
@@ -153,17 +160,19 @@ impl VerifyGuard {
             .state
             .take()
             .expect("state is only taken by verify or drop");
+        // Real time, not the runtime's clock (see `clock`).
+        let started = Instant::now();
+        let deadline = started + self.grace.max(MIN_WAIT);
         match state {
             State::Tracked { tracker, open } => {
                 tracker.close_scope(&open);
-                let deadline = tokio::time::Instant::now() + self.grace;
                 if tracker.inner.registry.drained(&open.scope, deadline).await {
                     return Ok(());
                 }
-                self.tracked_report(&tracker, &open.scope, true).await
+                self.tracked_report(&tracker, &open.scope, started.elapsed(), true)
+                    .await
             }
             State::Counted { baseline, reason } => {
-                let deadline = tokio::time::Instant::now() + self.grace;
                 // No hooks, no events: back off from 1 ms to 16 ms between looks.
                 let mut pause = Duration::from_millis(1);
                 loop {
@@ -171,11 +180,12 @@ impl VerifyGuard {
                     if alive <= baseline {
                         return Ok(());
                     }
-                    let now = tokio::time::Instant::now();
+                    let now = Instant::now();
                     if now >= deadline {
-                        return Err(self.counted_report(alive - baseline, reason));
+                        let waited = now - started;
+                        return Err(self.counted_report(alive - baseline, waited, reason));
                     }
-                    tokio::time::sleep_until(deadline.min(now + pause)).await;
+                    crate::clock::sleep(pause.min(deadline - now)).await;
                     pause = (pause * 2).min(Duration::from_millis(16));
                 }
             }
@@ -186,6 +196,7 @@ impl VerifyGuard {
         &self,
         tracker: &Tracker,
         scope: &Arc<crate::registry::Scope>,
+        waited: Duration,
         with_dump: bool,
     ) -> Result<(), LeakReport> {
         let patterns: Vec<String> = tracker
@@ -212,7 +223,7 @@ impl VerifyGuard {
             kind: "leak_report".to_owned(),
             test: self.name.clone(),
             created_at_unix_ms: collect::unix_ms(),
-            grace_ms: self.grace.as_millis() as u64,
+            grace_ms: waited.as_millis() as u64,
             leaked: sites.iter().map(|g| g.count).sum(),
             ignored,
             degraded: false,
@@ -222,13 +233,13 @@ impl VerifyGuard {
         })
     }
 
-    fn counted_report(&self, leaked: usize, reason: &str) -> LeakReport {
+    fn counted_report(&self, leaked: usize, waited: Duration, reason: &str) -> LeakReport {
         LeakReport {
             schema_version: SCHEMA_VERSION,
             kind: "leak_report".to_owned(),
             test: self.name.clone(),
             created_at_unix_ms: collect::unix_ms(),
-            grace_ms: self.grace.as_millis() as u64,
+            grace_ms: waited.as_millis() as u64,
             leaked,
             ignored: 0,
             degraded: true,
@@ -246,8 +257,9 @@ impl VerifyGuard {
                 if tracker.inner.registry.scope_live(&open.scope) == 0 {
                     return None;
                 }
+                let started = Instant::now();
                 if self.handle.runtime_flavor() == RuntimeFlavor::MultiThread {
-                    let deadline = std::time::Instant::now() + self.grace;
+                    let deadline = started + self.grace.max(MIN_WAIT);
                     let drained = tokio::task::block_in_place(|| {
                         tracker
                             .inner
@@ -258,7 +270,7 @@ impl VerifyGuard {
                         return None;
                     }
                 }
-                let report = self.tracked_report(&tracker, &open.scope, false);
+                let report = self.tracked_report(&tracker, &open.scope, started.elapsed(), false);
                 // No await point is reached without a dump: poll it once.
                 let waker = std::task::Waker::noop();
                 match std::pin::pin!(report).poll(&mut std::task::Context::from_waker(waker)) {
@@ -268,7 +280,8 @@ impl VerifyGuard {
             }
             State::Counted { baseline, reason } => {
                 let alive = self.handle.metrics().num_alive_tasks();
-                (alive > baseline).then(|| self.counted_report(alive - baseline, reason))
+                (alive > baseline)
+                    .then(|| self.counted_report(alive - baseline, Duration::ZERO, reason))
             }
         }
     }
