@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::hash::Hasher;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -57,8 +57,6 @@ pub(crate) struct Inner {
     #[cfg(tokio_unstable)]
     user_terminate: Option<TaskHook>,
     label_drained: Option<LabelHook>,
-    /// Last value of [`REGISTRATION_REQUESTS`] this tracker answered.
-    registered_for: AtomicU64,
 }
 
 /// A scope opened in some task or thread, and the context its tasks get.
@@ -143,21 +141,23 @@ impl Tracker {
         if let Some(tracker) = lookup(&handle) {
             return Some(tracker);
         }
-        // The map is filled by the spawn hook the first time it runs after a
-        // request: one empty task makes every tracker on this runtime answer.
-        // Without hooks nothing would answer.
+        // tokio runs the spawn hook synchronously inside `spawn`, on this
+        // thread: the hook that fires for this probe belongs to `handle`'s
+        // runtime, and registers its tracker for it. Without hooks nothing
+        // would answer.
         if !cfg!(tokio_unstable) {
             return None;
         }
-        REGISTRATION_REQUESTS.fetch_add(1, Ordering::AcqRel);
+        let _ = PROBING.try_with(|probing| probing.set(Some(handle.id())));
         drop(handle.spawn(async {}));
+        let _ = PROBING.try_with(|probing| probing.set(None));
         lookup(&handle)
     }
 
     /// Maps `handle`'s runtime to this tracker now (the test harness knows
     /// both, so it need not wait for a spawn).
     pub(crate) fn register(&self, handle: &tokio::runtime::Handle) {
-        register(handle, &self.inner);
+        register(handle.id(), &self.inner);
     }
 
     pub(crate) fn grace(&self) -> Duration {
@@ -354,10 +354,8 @@ impl Inner {
 
     #[cfg(tokio_unstable)]
     fn on_spawn(self: &Arc<Self>, meta: &tokio::runtime::TaskMeta<'_>) {
-        if self.registered_for.load(Ordering::Relaxed)
-            != REGISTRATION_REQUESTS.load(Ordering::Relaxed)
-        {
-            self.register_current();
+        if let Ok(Some(runtime)) = PROBING.try_with(Cell::take) {
+            register(runtime, self);
         }
         let id = task_id(meta.id());
         let parent = tokio::task::try_id().map(task_id);
@@ -389,17 +387,6 @@ impl Inner {
             hook(&label.name);
         }
     }
-
-    #[cfg(tokio_unstable)]
-    fn register_current(self: &Arc<Self>) {
-        self.registered_for.store(
-            REGISTRATION_REQUESTS.load(Ordering::Acquire),
-            Ordering::Relaxed,
-        );
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            register(&handle, self);
-        }
-    }
 }
 
 /// `tokio::task::Id` as the integer it wraps (its `Hash` writes exactly that).
@@ -424,18 +411,23 @@ pub(crate) fn task_id(id: tokio::task::Id) -> NonZeroU64 {
     NonZeroU64::new(capture.0).unwrap_or(NonZeroU64::MIN)
 }
 
-/// Bumped to ask every tracker's spawn hook to (re)register its runtime.
-static REGISTRATION_REQUESTS: AtomicU64 = AtomicU64::new(1);
+thread_local! {
+    /// The runtime whose tracker [`Tracker::current`] is asking for, set
+    /// around the spawn of its probe task. Not `Handle::try_current()` in the
+    /// hook: that is the spawner's runtime, which differs when code on one
+    /// runtime spawns onto another's handle.
+    static PROBING: Cell<Option<tokio::runtime::Id>> = const { Cell::new(None) };
+}
 
 fn runtimes() -> &'static RwLock<FxHashMap<tokio::runtime::Id, Weak<Inner>>> {
     static MAP: OnceLock<RwLock<FxHashMap<tokio::runtime::Id, Weak<Inner>>>> = OnceLock::new();
     MAP.get_or_init(Default::default)
 }
 
-fn register(handle: &tokio::runtime::Handle, inner: &Arc<Inner>) {
+fn register(runtime: tokio::runtime::Id, inner: &Arc<Inner>) {
     let mut map = runtimes().write();
     map.retain(|_, tracker| tracker.strong_count() > 0);
-    map.insert(handle.id(), Arc::downgrade(inner));
+    map.insert(runtime, Arc::downgrade(inner));
 }
 
 fn lookup(handle: &tokio::runtime::Handle) -> Option<Tracker> {
@@ -560,7 +552,6 @@ impl TrackerBuilder {
                 #[cfg(tokio_unstable)]
                 user_terminate: self.user_terminate,
                 label_drained: self.label_drained,
-                registered_for: AtomicU64::new(0),
             }),
         }
     }

@@ -75,3 +75,28 @@ fn nested_scopes_on_one_runtime_report_their_own_tasks() {
         assert_eq!(report.leaked, 1, "{report}");
     });
 }
+
+fn tracked_runtime() -> tokio::runtime::Runtime {
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder.build().unwrap()
+}
+
+#[test]
+fn spawning_onto_another_runtime_does_not_bind_this_one_to_its_tracker() {
+    let here = tracked_runtime();
+    let there = tracked_runtime();
+    let there_handle = there.handle().clone();
+    let verdict = here.block_on(async {
+        // The other runtime's spawn hook runs on this thread, inside this
+        // runtime's context.
+        there_handle.spawn(async {});
+        let guard = leakcheck::verify_none().grace(Duration::from_millis(10));
+        tokio::spawn(forever());
+        guard.verify().await
+    });
+    let report = verdict.expect_err("the scope uses this runtime's tracker and sees the leak");
+    assert_eq!(report.leaked, 1, "{report}");
+    drop(there);
+}
