@@ -169,8 +169,8 @@ pub struct ConnectionArgs {
     /// Bearer token sent as `Authorization: Bearer <TOKEN>`.
     #[arg(long, env = "LEAKCHECK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// PEM file of the certificates to trust for https instead of the
-    /// built-in web roots (a self-signed or internal CA).
+    /// Certificates to trust for https instead of the built-in web roots (a
+    /// self-signed or internal CA): a PEM file, or one DER certificate.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 }

@@ -633,8 +633,8 @@ pub fn render_markdown(diff: &Diff, link_base: Option<&str>) -> String {
     };
     let _ = writeln!(
         out,
-        "### leakcheck: {verdict}\n\n{} new, {} fixed, {} still leaking · {} leaked tasks before, {} after\n",
-        text::count(new.len(), "site"),
+        "### leakcheck: {verdict}\n\nspawn sites: {} new, {} fixed, {} still leaking · leaked tasks: {} before, {} after\n",
+        new.len(),
         fixed.len(),
         still.len(),
         diff.before.tasks,

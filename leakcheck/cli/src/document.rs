@@ -194,16 +194,52 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
         Some(other) => return Err(format!("`kind` must be a string, found {other}")),
     };
     let schema_error = |e: serde_json::Error| format!("does not match the {kind} schema: {e}");
-    match kind.as_str() {
+    let document = match kind.as_str() {
         KIND_LEAK_REPORT => serde_json::from_value(value)
             .map(Document::Report)
-            .map_err(schema_error),
+            .map_err(schema_error)?,
         KIND_SNAPSHOT => serde_json::from_value(value)
             .map(Document::Snapshot)
-            .map_err(schema_error),
-        _ => Err(format!(
-            "unknown kind {kind:?}: expected {KIND_LEAK_REPORT:?} or {KIND_SNAPSHOT:?}"
+            .map_err(schema_error)?,
+        _ => {
+            return Err(format!(
+                "unknown kind {kind:?}: expected {KIND_LEAK_REPORT:?} or {KIND_SNAPSHOT:?}"
+            ));
+        }
+    };
+    check_counts(&document)?;
+    Ok(document)
+}
+
+/// Most tasks one count may claim. No runtime holds more; a larger number
+/// is a corrupt document, and refusing it keeps every sum the commands
+/// make far from overflowing.
+pub const MAX_COUNT: usize = u32::MAX as usize;
+
+fn check_counts(document: &Document) -> Result<(), String> {
+    let (total_name, total, sites) = match document {
+        Document::Report(report) => ("leaked", report.leaked, &report.sites),
+        Document::Snapshot(snapshot) => ("live", snapshot.live, &snapshot.sites),
+    };
+    let too_many = |field: &str, value: usize| {
+        format!(
+            "`{field}` is {value}, more than the {MAX_COUNT} tasks a leakcheck document can count: the file is corrupt"
+        )
+    };
+    if total > MAX_COUNT {
+        return Err(too_many(total_name, total));
+    }
+    if let Document::Report(report) = document {
+        if report.ignored > MAX_COUNT {
+            return Err(too_many("ignored", report.ignored));
+        }
+    }
+    match sites.iter().find(|group| group.count > MAX_COUNT) {
+        Some(group) => Err(too_many(
+            &format!("count` of site `{}", group.site),
+            group.count,
         )),
+        None => Ok(()),
     }
 }
 

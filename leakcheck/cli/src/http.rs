@@ -28,8 +28,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Sent as `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
-    /// PEM file of the certificates to trust for https instead of the
-    /// built-in web roots (a self-signed or internal CA).
+    /// File of the certificates to trust for https instead of the built-in
+    /// web roots (a self-signed or internal CA): PEM, or one DER certificate.
     pub ca_cert: Option<PathBuf>,
 }
 
@@ -62,6 +62,8 @@ impl Client {
             .timeout_global(Some(options.timeout))
             // Statuses are checked here, so the message can say what was expected.
             .http_status_as_error(false)
+            // /debug/tasks does not move; a redirect elsewhere is refused, not followed.
+            .max_redirects(0)
             .user_agent(concat!("leakcheck/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build()
@@ -96,8 +98,15 @@ impl Client {
         let status = response.status();
         if status != ureq::http::StatusCode::OK {
             let hint = match status.as_u16() {
-                401 | 403 => " (pass a bearer token with --token or LEAKCHECK_TOKEN)",
-                _ => " (is this the server's /debug/tasks?)",
+                401 | 403 => " (pass a bearer token with --token or LEAKCHECK_TOKEN)".to_owned(),
+                300..=399 => match response.headers().get("location") {
+                    Some(location) => format!(
+                        " (it redirects to {:?}: give that URL instead)",
+                        String::from_utf8_lossy(location.as_bytes())
+                    ),
+                    None => " (a redirect without a Location)".to_owned(),
+                },
+                _ => " (is this the server's /debug/tasks?)".to_owned(),
             };
             return Err(format!(
                 "the server answered {status}, expected 200 OK{hint}"
@@ -164,6 +173,10 @@ fn with_default_path(url: &str) -> Result<String, String> {
 fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, CliError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::input(path, format!("cannot read the --ca-cert file: {e}")))?;
+    if !bytes.starts_with(b"-----BEGIN") && bytes.first() == Some(&0x30) {
+        // A DER certificate starts with an ASN.1 SEQUENCE (0x30).
+        return Ok(vec![ureq::tls::Certificate::from_der(&bytes).to_owned()]);
+    }
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
         match item {

@@ -35,6 +35,8 @@ mod flamegraph;
 mod html;
 mod http;
 mod output;
+#[cfg(test)]
+mod properties;
 mod summary;
 mod text;
 mod watch;

@@ -3,12 +3,14 @@
 //! a leak is a site whose live tasks pile up while the service runs).
 //!
 //! A site is flagged when, over the last `window` samples, either
-//! - its live count never fell and ended higher than it started, or
-//! - its oldest task kept ageing at every sample while the count moved:
-//!   tasks there come and go, yet one of them never finishes.
+//! - its live count never fell and rose at most steps (more than half of
+//!   them: a request in flight at one sample is not growth), or
+//! - its oldest task kept ageing at every sample while the count changed at
+//!   most steps: tasks there come and go, yet one of them never finishes.
 //!
 //! A site whose count stays constant while its age grows (an accept loop, a
-//! worker pool) is long-lived by design and not flagged.
+//! worker pool) is long-lived by design and not flagged. A leak slower than
+//! one task per sample shows with a slower `--every` or a longer `--window`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -137,7 +139,11 @@ fn growth(series: &[Option<Point>], window: usize, every: Duration) -> Option<St
         .collect();
     let (first, last) = (recent[0], recent[window - 1]);
     let never_fell = recent.windows(2).all(|pair| pair[1].live >= pair[0].live);
-    if never_fell && last.live > first.live {
+    let rising_steps = recent
+        .windows(2)
+        .filter(|pair| pair[1].live > pair[0].live)
+        .count();
+    if never_fell && rising_steps * 2 > window - 1 {
         return Some(format!(
             "live {} → {} over {window} samples",
             first.live, last.live
@@ -145,11 +151,14 @@ fn growth(series: &[Option<Point>], window: usize, every: Duration) -> Option<St
     }
     // Half an interval per step: the same task stayed, whatever the jitter.
     let step_ms = u64::try_from(every.as_millis() / 2).unwrap_or(u64::MAX);
-    let kept_ageing = recent
+    let kept_ageing = recent.windows(2).all(|pair| {
+        pair[0].live > 0 && pair[1].oldest_age_ms >= pair[0].oldest_age_ms.saturating_add(step_ms)
+    });
+    let moving_steps = recent
         .windows(2)
-        .all(|pair| pair[0].live > 0 && pair[1].oldest_age_ms >= pair[0].oldest_age_ms + step_ms);
-    let count_moved = recent.windows(2).any(|pair| pair[1].live != pair[0].live);
-    if kept_ageing && count_moved {
+        .filter(|pair| pair[1].live != pair[0].live)
+        .count();
+    if kept_ageing && moving_steps * 2 > window - 1 {
         return Some(format!(
             "oldest task aged {} → {} over {window} samples while tasks there came and went",
             text::age(first.oldest_age_ms),
@@ -294,6 +303,8 @@ mod tests {
     #[test]
     fn a_count_that_never_falls_and_rises_is_growth() {
         let rising = series(&[(1, 0), (2, 100), (2, 200), (4, 300)]);
+        let in_flight = series(&[(1, 0), (1, 100), (1, 200), (2, 300)]);
+        assert_eq!(growth(&in_flight, 4, EVERY), None, "one step up is noise");
         assert_eq!(
             growth(&rising, 4, EVERY).as_deref(),
             Some("live 1 → 4 over 4 samples")

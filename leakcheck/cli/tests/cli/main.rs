@@ -5,9 +5,11 @@
 mod bad_input;
 mod diff;
 mod flamegraph;
+mod gate;
 mod html;
 mod scripts;
 mod snapshot;
 mod summary;
 mod support;
 mod usage;
+mod watch;

@@ -187,3 +187,18 @@ fn timeouts_that_would_overflow_are_refused() {
     run(&["snapshot", "http://127.0.0.1:1", "--timeout", "100000000s"])
         .assert_one_line_error(2, &["--timeout", "out of range"]);
 }
+
+#[test]
+fn a_redirect_is_refused_naming_where_it_points() {
+    let answer =
+        std::fs::read(fixtures().join("corpus/http/redirect.http")).expect("corpus answer");
+    let (address, server) = serve_once(answer);
+    run(&["snapshot", &format!("http://{address}"), "-o", "-"]).assert_one_line_error(
+        3,
+        &[
+            "302 Found",
+            "redirects to \"http://127.0.0.1:1/debug/tasks\": give that URL instead",
+        ],
+    );
+    server.join().expect("server thread");
+}
