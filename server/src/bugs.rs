@@ -11,12 +11,16 @@ pub enum Bug {
     NoHeaderTimeout,
     /// No DNS deadline: against a silent nameserver, each /proxy lookup task hangs forever, outliving the request that started it.
     NoDnsTimeout,
+    /// No upstream connect, response-head or body deadline: a stalled upstream holds each pool slot, its pooled connection and the request until the whole-request deadline.
+    NoUpstreamTimeouts,
     /// No pool acquire deadline: with the upstream stalled, /proxy requests queue on the pool without bound instead of failing fast with 503.
     NoPoolAcquireTimeout,
     /// /work, /stream and /panic?child=1 spawn their lease keeper detached instead of in the request's scope: it keeps running forever after the response, even after a client abort.
     DetachedRequestTask,
     /// No write deadline: a client that stops reading a /stream pins the connection task and the request's tasks for as long as it stays connected.
     NoWriteTimeout,
+    /// No whole-response deadline on /stream: a client that reads a trickle (fast enough for the write deadline) pins the connection and the request's tasks for as long as the stream lasts.
+    NoStreamTimeout,
     /// /panic?child=1 does not watch its children's join results: a child's panic goes unnoticed and the request hangs, with all its tasks, until the whole-request deadline.
     UncaughtPanicInChild,
 }

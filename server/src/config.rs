@@ -22,6 +22,14 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default wait for a free upstream connection slot before answering 503.
 pub const DEFAULT_POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default deadline for connecting to the upstream.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default deadline for the upstream's response head, from sending the request.
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline for reading the upstream's response body, from its head.
+pub const DEFAULT_UPSTREAM_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline for a whole streamed response (`/stream`), from its head to its last byte.
+pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time given to in-flight work on shutdown before it is cancelled.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default number of upstream connections (and concurrent upstream requests).
@@ -71,6 +79,18 @@ pub struct Args {
     /// Wait for a free upstream connection before answering 503.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub pool_acquire_timeout: Duration,
+    /// Deadline for connecting to the upstream (502 when exceeded).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Deadline for the upstream's response head, from sending the request (504 when exceeded).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+    /// Deadline for reading the upstream's response body, from its head (504 when exceeded).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub upstream_body_timeout: Duration,
+    /// Deadline for a whole streamed response (/stream), head to last byte; the connection is closed when it passes.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub stream_timeout: Duration,
     /// Time given to in-flight connections on shutdown before they are cancelled.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -148,6 +168,14 @@ pub struct Config {
     pub dns_timeout: Duration,
     /// See [`DEFAULT_POOL_ACQUIRE_TIMEOUT`].
     pub pool_acquire_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_CONNECT_TIMEOUT`].
+    pub upstream_connect_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_RESPONSE_TIMEOUT`].
+    pub upstream_response_timeout: Duration,
+    /// See [`DEFAULT_UPSTREAM_BODY_TIMEOUT`].
+    pub upstream_body_timeout: Duration,
+    /// See [`DEFAULT_STREAM_TIMEOUT`].
+    pub stream_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
     /// Upstream base URL for /proxy.
@@ -179,6 +207,10 @@ impl Default for Config {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             dns_timeout: DEFAULT_DNS_TIMEOUT,
             pool_acquire_timeout: DEFAULT_POOL_ACQUIRE_TIMEOUT,
+            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            upstream_response_timeout: DEFAULT_UPSTREAM_RESPONSE_TIMEOUT,
+            upstream_body_timeout: DEFAULT_UPSTREAM_BODY_TIMEOUT,
+            stream_timeout: DEFAULT_STREAM_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             upstream: None,
             dns_server: None,
@@ -215,6 +247,10 @@ impl From<Args> for Config {
             write_timeout: args.write_timeout,
             dns_timeout: args.dns_timeout,
             pool_acquire_timeout: args.pool_acquire_timeout,
+            upstream_connect_timeout: args.upstream_connect_timeout,
+            upstream_response_timeout: args.upstream_response_timeout,
+            upstream_body_timeout: args.upstream_body_timeout,
+            stream_timeout: args.stream_timeout,
             shutdown_grace: args.shutdown_grace,
             upstream: args.upstream,
             dns_server: args.dns_server,
@@ -286,6 +322,16 @@ mod tests {
         assert_eq!(config.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(config.pool_acquire_timeout, DEFAULT_POOL_ACQUIRE_TIMEOUT);
+        assert_eq!(
+            config.upstream_connect_timeout,
+            DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+        );
+        assert_eq!(
+            config.upstream_response_timeout,
+            DEFAULT_UPSTREAM_RESPONSE_TIMEOUT
+        );
+        assert_eq!(config.upstream_body_timeout, DEFAULT_UPSTREAM_BODY_TIMEOUT);
+        assert_eq!(config.stream_timeout, DEFAULT_STREAM_TIMEOUT);
         assert!(config.bugs.is_empty());
     }
 

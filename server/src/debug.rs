@@ -1,9 +1,9 @@
 //! The loopback-only debug endpoints: live tasks (/debug/tasks), a tokio task dump
-//! (/debug/dump) and when each request's last task ended (/debug/cancellations).
+//! (/debug/dump) and when each request ended and its last task ended (/debug/cancellations).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -20,7 +20,8 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// 503 and /debug/tasks is the way to look at it.
 pub const MAX_DUMPED_TASKS: usize = 128;
 
-/// When each request id's last labeled task ended, fed by leakcheck's `on_label_drained`.
+/// When each request ended (its handler or streamed body dropped) and when its last labeled
+/// task ended (leakcheck's `on_label_drained`): a request is gone at the later of its entries.
 #[derive(Debug, Default)]
 pub struct CancellationLog {
     drained: Mutex<VecDeque<Drained>>,
@@ -29,7 +30,22 @@ pub struct CancellationLog {
 #[derive(Debug, Clone, Serialize)]
 struct Drained {
     request_id: String,
-    drained_at_unix_ns: u128,
+    drained_at_monotonic_ns: u64,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine (unlike the
+/// wall clock it never steps), so a client's abort time and the server's drain time compare.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
 #[derive(Serialize)]
@@ -38,22 +54,20 @@ struct CancellationsDocument<'a> {
 }
 
 impl CancellationLog {
-    /// Records that `request_id`'s last task ended now.
+    /// Records that `request_id` ended, or its last task did, now.
     pub fn record(&self, request_id: &str) {
-        let drained_at_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
+        let drained_at_monotonic_ns = monotonic_now_ns();
         let mut drained = self.drained.lock();
         if drained.len() == CANCELLATION_LOG_CAPACITY {
             drained.pop_front();
         }
         drained.push_back(Drained {
             request_id: request_id.into(),
-            drained_at_unix_ns,
+            drained_at_monotonic_ns,
         });
     }
 
-    /// `{"drained": [{"request_id": ..., "drained_at_unix_ns": ...}, ...]}`, oldest first.
+    /// `{"drained": [{"request_id": ..., "drained_at_monotonic_ns": ...}, ...]}`, oldest first.
     pub fn to_json(&self) -> String {
         let drained = self.drained.lock();
         serde_json::to_string(&CancellationsDocument { drained: &drained })
@@ -127,6 +141,10 @@ mod tests {
         let drained = document["drained"].as_array().unwrap();
         assert_eq!(drained.len(), CANCELLATION_LOG_CAPACITY);
         assert_eq!(drained[0]["request_id"], "req-2");
-        assert!(drained[0]["drained_at_unix_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+        let first = drained[0]["drained_at_monotonic_ns"].as_u64().unwrap();
+        let last = drained[CANCELLATION_LOG_CAPACITY - 1]["drained_at_monotonic_ns"]
+            .as_u64()
+            .unwrap();
+        assert!(first > 0 && last >= first && last <= monotonic_now_ns());
     }
 }

@@ -10,8 +10,10 @@
 
 pub mod bugs;
 pub mod config;
+pub mod deadline;
 pub mod debug;
 pub mod io;
+pub mod labels;
 pub mod listener;
 pub mod metrics;
 pub mod routes;

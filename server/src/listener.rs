@@ -20,6 +20,7 @@ use tower::ServiceExt;
 
 use crate::bugs::Bug;
 use crate::config::Config;
+use crate::deadline::ResponseDeadline;
 use crate::io::WriteDeadline;
 use crate::metrics::Metrics;
 use crate::routes::{AppService, ConnectionInfo};
@@ -152,9 +153,10 @@ async fn serve_connection(
 ) {
     let _open = context.metrics.connections_open.hold();
     let _ = stream.set_nodelay(true);
+    let socket = Socket::of(&stream);
     let stream = WriteDeadline::new(stream, context.write_timeout);
     match transport {
-        Transport::Plain => serve_http(stream, peer, &context, &shutdown).await,
+        Transport::Plain => serve_http(stream, socket, peer, &context, &shutdown).await,
         Transport::Tls(acceptor) => {
             let handshake = acceptor.accept(stream);
             let handshake = async {
@@ -174,7 +176,7 @@ async fn serve_connection(
                 () = shutdown.cancelled() => return,
             };
             match tls {
-                Ok(tls) => serve_http(tls, peer, &context, &shutdown).await,
+                Ok(tls) => serve_http(tls, socket, peer, &context, &shutdown).await,
                 Err(error) => {
                     context.metrics.handshake_failures.inc();
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -187,18 +189,24 @@ async fn serve_connection(
 /// Serves HTTP/1.1 on `io` until the client leaves, a deadline cuts it, or shutdown completes it.
 async fn serve_http<I>(
     io: I,
+    socket: Socket,
     peer: SocketAddr,
     context: &ConnectionContext,
     shutdown: &CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let deadline = ResponseDeadline::default();
+    let info = ConnectionInfo {
+        peer,
+        deadline: deadline.clone(),
+    };
     let service =
         context
             .service
             .clone()
             .map_request(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectionInfo { peer });
+                request.extensions_mut().insert(info.clone());
                 request
             });
     let mut builder = http1::Builder::new();
@@ -213,12 +221,47 @@ async fn serve_http<I>(
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = deadline.expired() => {
+            cut_by_deadline(socket, peer, context);
+            return;
+        }
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = deadline.expired() => {
+                    cut_by_deadline(socket, peer, context);
+                    return;
+                }
+            }
         }
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
+}
+
+/// The raw socket under a connection's IO stack (TLS, write deadline), kept so a connection
+/// cut by a deadline can be reset.
+#[derive(Debug, Clone, Copy)]
+struct Socket(std::os::fd::RawFd);
+
+impl Socket {
+    fn of(stream: &TcpStream) -> Self {
+        use std::os::fd::AsRawFd as _;
+        Socket(stream.as_raw_fd())
+    }
+}
+
+/// Called just before the connection (which still owns the socket) is dropped: a zero linger
+/// makes the close a reset, so the kernel discards the unsent bytes instead of trickling
+/// megabytes out to the very client the deadline is cutting off. Dropping the connection
+/// then drops the response body and the request's tasks.
+fn cut_by_deadline(socket: Socket, peer: SocketAddr, context: &ConnectionContext) {
+    context.metrics.stream_timeouts.inc();
+    tracing::debug!(%peer, "response deadline exceeded; resetting the connection");
+    // SAFETY: the fd belongs to the TcpStream inside the connection future, which the caller
+    // still holds (not yet dropped), so it is open and is this connection's socket.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.0) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
 }

@@ -47,6 +47,36 @@ impl Gauge {
     }
 }
 
+/// Requests in flight, with the most ever held at once.
+#[derive(Debug, Default)]
+pub struct PeakGauge {
+    now: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl PeakGauge {
+    /// One more in flight.
+    pub fn enter(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// One fewer in flight.
+    pub fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// In flight now.
+    pub fn get(&self) -> i64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Most in flight at once since start.
+    pub fn peak(&self) -> i64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
         self.0.0.fetch_sub(1, Ordering::Relaxed);
@@ -72,6 +102,8 @@ pub struct Metrics {
     pub connections_shed: Counter,
     /// Connections open now.
     pub connections_open: Gauge,
+    /// Requests from head to the end of their response (streamed bodies included).
+    pub requests_in_flight: PeakGauge,
     /// TLS handshakes cut by the handshake deadline.
     pub handshake_timeouts: Counter,
     /// TLS handshakes that failed (garbage, wrong protocol).
@@ -80,6 +112,10 @@ pub struct Metrics {
     pub pool_rejections: Counter,
     /// Upstream name resolutions cut by the DNS deadline.
     pub dns_timeouts: Counter,
+    /// Upstream connects, response heads and bodies cut by their deadlines.
+    pub upstream_timeouts: Counter,
+    /// Streamed responses cut by the whole-response deadline.
+    pub stream_timeouts: Counter,
     /// Per-request lease renewals (one per lease keeper tick).
     pub lease_renewals: Counter,
     /// Child tasks of a request that panicked and were answered with 500.
@@ -95,10 +131,13 @@ impl Metrics {
             connections_accepted: Counter::default(),
             connections_shed: Counter::default(),
             connections_open: Gauge::default(),
+            requests_in_flight: PeakGauge::default(),
             handshake_timeouts: Counter::default(),
             handshake_failures: Counter::default(),
             pool_rejections: Counter::default(),
             dns_timeouts: Counter::default(),
+            upstream_timeouts: Counter::default(),
+            stream_timeouts: Counter::default(),
             lease_renewals: Counter::default(),
             child_panics: Counter::default(),
             routes: Route::ALL.iter().map(|_| TaskMonitor::new()).collect(),
@@ -117,8 +156,9 @@ impl Metrics {
         &self.routes[route as usize]
     }
 
-    /// Prometheus text exposition; `tracked_live` is leakcheck's live task count when a tracker runs.
-    pub fn render(&self, tracked_live: Option<usize>) -> String {
+    /// Prometheus text exposition; `tracked_live` is leakcheck's live task count when a tracker
+    /// runs, `upstream_idle` the pool's idle connections.
+    pub fn render(&self, tracked_live: Option<usize>, upstream_idle: usize) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -147,6 +187,18 @@ impl Metrics {
             &one(self.connections_open.get().to_string()),
         );
         metric(
+            "leakcheck_server_requests_in_flight",
+            "gauge",
+            "Requests from head to the end of their response.",
+            &one(self.requests_in_flight.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_requests_in_flight_peak",
+            "gauge",
+            "Most requests in flight at once since start.",
+            &one(self.requests_in_flight.peak().to_string()),
+        );
+        metric(
             "leakcheck_server_tls_handshake_timeouts_total",
             "counter",
             "TLS handshakes cut by the deadline.",
@@ -171,6 +223,18 @@ impl Metrics {
             &one(self.dns_timeouts.get().to_string()),
         );
         metric(
+            "leakcheck_server_upstream_timeouts_total",
+            "counter",
+            "Upstream connects, response heads and bodies cut by their deadlines.",
+            &one(self.upstream_timeouts.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_stream_timeouts_total",
+            "counter",
+            "Streamed responses cut by the whole-response deadline.",
+            &one(self.stream_timeouts.get().to_string()),
+        );
+        metric(
             "leakcheck_server_lease_renewals_total",
             "counter",
             "Per-request lease renewals.",
@@ -181,6 +245,12 @@ impl Metrics {
             "counter",
             "Request child tasks that panicked.",
             &one(self.child_panics.get().to_string()),
+        );
+        metric(
+            "leakcheck_server_upstream_idle_connections",
+            "gauge",
+            "Idle pooled upstream connections (one driver task and one socket each).",
+            &one(upstream_idle.to_string()),
         );
         if let Some(live) = tracked_live {
             metric(

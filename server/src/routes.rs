@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,9 +28,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::bugs::Bug;
 use crate::config::Config;
+use crate::deadline::{ArmedDeadline, ResponseDeadline};
 use crate::debug::{self, CancellationLog};
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,13 +46,18 @@ pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// How often a request's lease keeper renews the request's lease.
 pub const LEASE_RENEWAL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// `Retry-After` (seconds) of a /proxy 503 when the upstream pool is exhausted.
+pub const POOL_RETRY_AFTER_SECONDS: &str = "1";
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Where a request came from; inserted into each request's extensions by the connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The connection's whole-response deadline, armed by streamed responses.
+    pub deadline: ResponseDeadline,
 }
 
 /// The routes, for per-route task metrics.
@@ -117,6 +123,8 @@ impl Route {
 #[derive(Debug)]
 pub struct App {
     bugs: Vec<Bug>,
+    /// Whole-response deadline of /stream; `None` with `no-stream-timeout`.
+    stream_timeout: Option<Duration>,
     /// Upstream resolver and pool for /proxy.
     pub upstream: Arc<Upstream>,
     /// Counters and monitors for /metrics.
@@ -138,6 +146,8 @@ impl App {
     ) -> Self {
         App {
             bugs: config.bugs.clone(),
+            stream_timeout: (!config.has_bug(Bug::NoStreamTimeout))
+                .then_some(config.stream_timeout),
             upstream,
             metrics,
             cancellations,
@@ -221,8 +231,43 @@ where
         .unwrap_or("")
         .into();
     let monitor = app.metrics.route(route).clone();
-    let handler = monitor.instrument(dispatch(app, route, request, Arc::clone(&request_id)));
+    let in_flight = InFlight::enter(&app, Arc::clone(&request_id));
+    let handler = monitor.instrument(dispatch(
+        app,
+        route,
+        request,
+        Arc::clone(&request_id),
+        in_flight,
+    ));
     leakcheck::labeled(request_id, handler).await
+}
+
+/// A request from its head until its response ends: dropped with the handler, or with the
+/// streamed body for /stream. On drop it leaves the in-flight gauge and logs the request's
+/// end in /debug/cancellations (a client abort drops it at once).
+#[derive(Debug)]
+struct InFlight {
+    metrics: Arc<Metrics>,
+    cancellations: Arc<CancellationLog>,
+    request_id: Arc<str>,
+}
+
+impl InFlight {
+    fn enter(app: &App, request_id: Arc<str>) -> Self {
+        app.metrics.requests_in_flight.enter();
+        InFlight {
+            metrics: Arc::clone(&app.metrics),
+            cancellations: Arc::clone(&app.cancellations),
+            request_id,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.requests_in_flight.leave();
+        self.cancellations.record(&self.request_id);
+    }
 }
 
 async fn dispatch<B>(
@@ -230,6 +275,7 @@ async fn dispatch<B>(
     route: Route,
     request: Request<B>,
     request_id: Arc<str>,
+    in_flight: InFlight,
 ) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -237,17 +283,15 @@ where
 {
     let query = Query(request.uri().query().unwrap_or("").to_owned());
     let path = request.uri().path().to_owned();
-    let peer = request
-        .extensions()
-        .get::<ConnectionInfo>()
-        .map(|info| info.peer);
+    let connection = request.extensions().get::<ConnectionInfo>().cloned();
+    let peer = connection.as_ref().map(|info| info.peer);
     if let Err(response) = read_body(request.into_body()).await {
         return response;
     }
     let outcome = match route {
         Route::Healthz => Ok(plain(StatusCode::OK, "ok\n")),
         Route::Work => work(&app, &query, &request_id).await,
-        Route::Stream => stream(&app, &query),
+        Route::Stream => stream(&app, &query, connection.as_ref(), in_flight),
         Route::Proxy => proxy(&app, &query).await,
         Route::Slow => slow(&query).await,
         Route::Panic => panic_route(&app, &query).await,
@@ -381,13 +425,21 @@ fn start_lease_keeper(app: &App, scope: &mut RequestScope) {
     }
 }
 
-/// A small CPU-bound step so /work is real work, not only scheduling.
-fn crunch(seed: u64, rounds: u64) -> u64 {
+/// Rounds of [`crunch`] between two yields to the scheduler.
+pub const CRUNCH_ROUNDS_PER_YIELD: u64 = 1024;
+
+/// A CPU-bound step so /work is real work, not only scheduling. It yields every
+/// [`CRUNCH_ROUNDS_PER_YIELD`] rounds: an aborted child stops at its next yield instead of
+/// holding a worker thread until its loop ends.
+async fn crunch(seed: u64, rounds: u64) -> u64 {
     let mut hasher = DefaultHasher::new();
     let mut value = seed;
     for round in 0..rounds {
         (value, round).hash(&mut hasher);
         value = hasher.finish();
+        if round % CRUNCH_ROUNDS_PER_YIELD == CRUNCH_ROUNDS_PER_YIELD - 1 {
+            tokio::task::yield_now().await;
+        }
     }
     value
 }
@@ -399,7 +451,7 @@ async fn work(
     request_id: &str,
 ) -> Result<Response<ResponseBody>, String> {
     let children = query.number("children", 4, 64)?;
-    let rounds = query.number("rounds", 64, 1_000_000)?;
+    let rounds = query.number("rounds", 64, 1_000_000_000)?;
     let pause = Duration::from_millis(query.number("ms", 0, 60_000)?);
     let mut scope = RequestScope::default();
     start_lease_keeper(app, &mut scope);
@@ -407,7 +459,7 @@ async fn work(
     let mut workers = JoinSet::new();
     for child in 0..children {
         workers.spawn(async move {
-            let value = crunch(child, rounds);
+            let value = crunch(child, rounds).await;
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -444,7 +496,10 @@ fn child_failed(app: &App, error: &JoinError) -> Response<ResponseBody> {
 /// dropping the body (end of response or client abort) ends the producer and lease keeper.
 struct ChunkStream {
     chunks: mpsc::Receiver<Bytes>,
+    _in_flight: InFlight,
     _scope: RequestScope,
+    /// The connection's response deadline, disarmed when the body ends or is dropped.
+    _deadline: Option<ArmedDeadline>,
 }
 
 impl Body for ChunkStream {
@@ -461,8 +516,14 @@ impl Body for ChunkStream {
     }
 }
 
-/// `/stream?chunks=N&interval_ms=M&size=B`: N chunks of B bytes, one every M ms.
-fn stream(app: &App, query: &Query) -> Result<Response<ResponseBody>, String> {
+/// `/stream?chunks=N&interval_ms=M&size=B`: N chunks of B bytes, one every M ms, within the
+/// whole-response deadline (the connection is closed when it passes).
+fn stream(
+    app: &App,
+    query: &Query,
+    connection: Option<&ConnectionInfo>,
+    in_flight: InFlight,
+) -> Result<Response<ResponseBody>, String> {
     let chunks = query.number("chunks", 2_000, 10_000_000)?;
     let interval = Duration::from_millis(query.number("interval_ms", 5, 60_000)?.max(1));
     let size = query.number("size", 8 * 1024, 1024 * 1024)? as usize;
@@ -479,9 +540,15 @@ fn stream(app: &App, query: &Query) -> Result<Response<ResponseBody>, String> {
             }
         }
     });
+    let deadline = app
+        .stream_timeout
+        .zip(connection)
+        .map(|(limit, connection)| connection.deadline.arm(tokio::time::Instant::now() + limit));
     let body = ChunkStream {
         chunks: receiver,
+        _in_flight: in_flight,
         _scope: scope,
+        _deadline: deadline,
     };
     let mut response = Response::new(body.map_err(|never| match never {}).boxed_unsync());
     response.headers_mut().insert(
@@ -511,7 +578,17 @@ async fn proxy(app: &App, query: &Query) -> Result<Response<ResponseBody>, Strin
             }
             response
         }
-        Err(error) => plain(error.status(), &format!("{error}\n")),
+        Err(error) => {
+            let mut response = plain(error.status(), &format!("{error}\n"));
+            if matches!(error, UpstreamError::PoolExhausted) {
+                // Shed load tells the client when to come back instead of leaving it to guess.
+                response.headers_mut().insert(
+                    RETRY_AFTER,
+                    HeaderValue::from_static(POOL_RETRY_AFTER_SECONDS),
+                );
+            }
+            response
+        }
     })
 }
 
@@ -533,7 +610,7 @@ async fn panic_route(app: &App, query: &Query) -> Result<Response<ResponseBody>,
     let mut children = JoinSet::new();
     let reply = answers.clone();
     children.spawn(async move {
-        let value = crunch(1, 8);
+        let value = crunch(1, 8).await;
         if value != 0 {
             panic!("/panic?child=1: the child hit a bad value");
         }
@@ -557,10 +634,11 @@ async fn panic_route(app: &App, query: &Query) -> Result<Response<ResponseBody>,
 
 fn metrics(app: &App) -> Response<ResponseBody> {
     let live = app.tracker.as_ref().map(leakcheck::Tracker::live);
+    let idle = app.upstream.idle_connections();
     with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        Bytes::from(app.metrics.render(live)),
+        Bytes::from(app.metrics.render(live, idle)),
     )
 }
 

@@ -1,8 +1,11 @@
-//! The /proxy upstream: name resolution through hickory (coalesced, with a deadline) and a
-//! bounded connection pool whose slots are acquired with a deadline (fast 503 instead of a queue).
+//! The /proxy upstream: name resolution through hickory (coalesced, with a deadline, done
+//! before a pool slot is taken) and a bounded connection pool whose slots are acquired with a
+//! deadline (fast 503 instead of a queue), every exchange bounded by connect, response-head and
+//! body deadlines.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::bugs::Bug;
 use crate::config::Config;
+use crate::labels::{DNS_LOOKUP_LABEL, UPSTREAM_CONNECTION_LABEL, spawn_labeled};
 use crate::metrics::Metrics;
 
 /// Largest upstream response body relayed by /proxy.
@@ -46,6 +50,12 @@ pub enum UpstreamError {
     DnsFailed(String),
     /// No pool slot became free within the acquire deadline.
     PoolExhausted,
+    /// The upstream did not accept the connection within the connect deadline.
+    ConnectTimeout,
+    /// The upstream sent no response head within the response deadline.
+    ResponseTimeout,
+    /// The upstream's response body did not arrive within the body deadline.
+    BodyTimeout,
     /// TCP connect or HTTP exchange with the upstream failed.
     Exchange(String),
 }
@@ -56,8 +66,11 @@ impl UpstreamError {
         match self {
             UpstreamError::NotConfigured
             | UpstreamError::DnsFailed(_)
+            | UpstreamError::ConnectTimeout
             | UpstreamError::Exchange(_) => StatusCode::BAD_GATEWAY,
-            UpstreamError::DnsTimeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::DnsTimeout
+            | UpstreamError::ResponseTimeout
+            | UpstreamError::BodyTimeout => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -74,6 +87,13 @@ impl fmt::Display for UpstreamError {
                 write!(f, "upstream name resolution failed: {reason}")
             }
             UpstreamError::PoolExhausted => f.write_str("upstream pool exhausted, try again later"),
+            UpstreamError::ConnectTimeout => f.write_str("upstream connect timed out"),
+            UpstreamError::ResponseTimeout => {
+                f.write_str("upstream sent no response head within the deadline")
+            }
+            UpstreamError::BodyTimeout => {
+                f.write_str("upstream response body did not arrive within the deadline")
+            }
             UpstreamError::Exchange(reason) => write!(f, "upstream exchange failed: {reason}"),
         }
     }
@@ -137,27 +157,65 @@ struct PooledConnection {
 enum ExchangeFailure {
     /// No response head arrived (the connection was closed or refused the request).
     BeforeResponse(String),
+    /// A deadline passed: the upstream is slow, not gone, so the request is not sent again.
+    TimedOut(UpstreamError),
     /// The response head arrived, then its body failed.
     Body(String),
 }
 
-/// Sends `request` on `connection` and reads the whole (bounded) response.
+impl ExchangeFailure {
+    fn into_error(self) -> UpstreamError {
+        match self {
+            ExchangeFailure::BeforeResponse(reason) | ExchangeFailure::Body(reason) => {
+                UpstreamError::Exchange(reason)
+            }
+            ExchangeFailure::TimedOut(error) => error,
+        }
+    }
+}
+
+/// The upstream deadlines (each `None` with `no-upstream-timeouts`).
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    connect: Option<Duration>,
+    response: Option<Duration>,
+    body: Option<Duration>,
+}
+
+/// `future` bounded by `deadline` (unbounded when `None`); `Err(())` when it passed.
+async fn bounded<T>(deadline: Option<Duration>, future: impl Future<Output = T>) -> Result<T, ()> {
+    match deadline {
+        Some(deadline) => timeout(deadline, future).await.map_err(|_| ()),
+        None => Ok(future.await),
+    }
+}
+
+/// Sends `request` on `connection` and reads the whole (bounded) response, each half
+/// under its deadline.
 async fn exchange(
     connection: &mut PooledConnection,
     request: Request<Empty<Bytes>>,
+    deadlines: Deadlines,
 ) -> Result<(StatusCode, Bytes), ExchangeFailure> {
     let before_response = |error: hyper::Error| ExchangeFailure::BeforeResponse(error.to_string());
-    connection.sender.ready().await.map_err(before_response)?;
-    let response = connection
-        .sender
-        .send_request(request)
-        .await
-        .map_err(before_response)?;
+    let response = bounded(deadlines.response, async {
+        connection.sender.ready().await.map_err(before_response)?;
+        connection
+            .sender
+            .send_request(request)
+            .await
+            .map_err(before_response)
+    })
+    .await
+    .map_err(|()| ExchangeFailure::TimedOut(UpstreamError::ResponseTimeout))??;
     let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_UPSTREAM_BODY)
-        .collect()
-        .await
-        .map_err(|error| ExchangeFailure::Body(error.to_string()))?;
+    let body = bounded(
+        deadlines.body,
+        Limited::new(response.into_body(), MAX_UPSTREAM_BODY).collect(),
+    )
+    .await
+    .map_err(|()| ExchangeFailure::TimedOut(UpstreamError::BodyTimeout))?
+    .map_err(|error| ExchangeFailure::Body(error.to_string()))?;
     Ok((status, body.to_bytes()))
 }
 
@@ -171,6 +229,7 @@ pub struct Upstream {
     dns_timeout: Option<Duration>,
     slots: Arc<Semaphore>,
     acquire_timeout: Option<Duration>,
+    deadlines: Deadlines,
     idle: Mutex<Vec<PooledConnection>>,
     metrics: Arc<Metrics>,
 }
@@ -222,17 +281,33 @@ impl Upstream {
             slots: Arc::new(Semaphore::new(config.pool_size)),
             acquire_timeout: (!config.has_bug(Bug::NoPoolAcquireTimeout))
                 .then_some(config.pool_acquire_timeout),
+            deadlines: {
+                let unless_bug =
+                    |value| (!config.has_bug(Bug::NoUpstreamTimeouts)).then_some(value);
+                Deadlines {
+                    connect: unless_bug(config.upstream_connect_timeout),
+                    response: unless_bug(config.upstream_response_timeout),
+                    body: unless_bug(config.upstream_body_timeout),
+                }
+            },
             idle: Mutex::new(Vec::new()),
             metrics,
         })
     }
 
     /// GETs `path_and_query` (appended to the upstream URL's path) and returns status and body.
+    ///
+    /// The name is resolved before a pool slot is taken, so a silent resolver cannot hold
+    /// the slots that requests to a healthy upstream need.
     pub async fn get(
         self: &Arc<Self>,
         path_and_query: &str,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let target = self.target.as_ref().ok_or(UpstreamError::NotConfigured)?;
+        let ip = match target.host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => self.resolve(&target.host).await?,
+        };
         let _slot = self.acquire_slot().await?;
         let request = || {
             Request::get(format!("{}{}", target.base_path, path_and_query))
@@ -241,7 +316,7 @@ impl Upstream {
                 .map_err(|error| UpstreamError::Exchange(error.to_string()))
         };
         if let Some(mut reused) = self.take_idle() {
-            match exchange(&mut reused, request()?).await {
+            match exchange(&mut reused, request()?, self.deadlines).await {
                 Ok(relayed) => {
                     self.keep(reused);
                     return Ok(relayed);
@@ -249,19 +324,28 @@ impl Upstream {
                 // The upstream closed the idle connection before answering; a GET may be sent
                 // again, once, on a fresh connection.
                 Err(ExchangeFailure::BeforeResponse(_)) => {}
-                Err(ExchangeFailure::Body(reason)) => return Err(UpstreamError::Exchange(reason)),
+                Err(failure) => return Err(self.failed(failure)),
             }
         }
-        let mut fresh = self.dial(target).await?;
-        let relayed = exchange(&mut fresh, request()?)
+        let mut fresh = self.dial(SocketAddr::new(ip, target.port)).await?;
+        let relayed = exchange(&mut fresh, request()?, self.deadlines)
             .await
-            .map_err(|failure| match failure {
-                ExchangeFailure::BeforeResponse(reason) | ExchangeFailure::Body(reason) => {
-                    UpstreamError::Exchange(reason)
-                }
-            })?;
+            .map_err(|failure| self.failed(failure))?;
         self.keep(fresh);
         Ok(relayed)
+    }
+
+    /// The error a failed exchange answers with; deadlines that fired are counted.
+    fn failed(&self, failure: ExchangeFailure) -> UpstreamError {
+        if matches!(failure, ExchangeFailure::TimedOut(_)) {
+            self.metrics.upstream_timeouts.inc();
+        }
+        failure.into_error()
+    }
+
+    /// Idle pooled connections now: each keeps one driver task and one socket.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().len()
     }
 
     /// Returns a connection to the idle list unless the upstream closed it.
@@ -293,24 +377,25 @@ impl Upstream {
         None
     }
 
-    async fn dial(self: &Arc<Self>, target: &Target) -> Result<PooledConnection, UpstreamError> {
-        let ip = match target.host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => self.resolve(&target.host).await?,
-        };
-        let stream = TcpStream::connect(SocketAddr::new(ip, target.port))
+    async fn dial(&self, addr: SocketAddr) -> Result<PooledConnection, UpstreamError> {
+        let stream = bounded(self.deadlines.connect, TcpStream::connect(addr))
             .await
-            .map_err(|error| {
-                UpstreamError::Exchange(format!("connect to {ip}:{}: {error}", target.port))
-            })?;
+            .map_err(|()| {
+                self.metrics.upstream_timeouts.inc();
+                UpstreamError::ConnectTimeout
+            })?
+            .map_err(|error| UpstreamError::Exchange(format!("connect to {addr}: {error}")))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|error| UpstreamError::Exchange(error.to_string()))?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
+        // Shared by every request the pool hands it to: labeled as the pool's, not the dialler's.
+        let driver = spawn_labeled(UPSTREAM_CONNECTION_LABEL, || {
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "upstream connection ended");
+                }
+            })
         });
         Ok(PooledConnection {
             sender,
@@ -352,7 +437,7 @@ impl Upstream {
         let host = host.to_owned();
         // Runs to completion even when its first requester gives up, so the others still get the answer;
         // its deadline is what bounds it.
-        tokio::spawn(self.lookup_tasks.track_future(async move {
+        let lookup = self.lookup_tasks.track_future(async move {
             let lookup = this.resolver.lookup_ip(host.as_str());
             let result = match this.dns_timeout {
                 Some(deadline) => timeout(deadline, lookup)
@@ -373,7 +458,9 @@ impl Upstream {
             };
             this.lookups.lock().remove(&host);
             publish.send_replace(Some(answer));
-        }));
+        });
+        // Shared by every request waiting on the name: labeled as the resolver's.
+        spawn_labeled(DNS_LOOKUP_LABEL, || tokio::spawn(lookup));
         answer
     }
 

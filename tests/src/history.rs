@@ -45,7 +45,7 @@ pub struct Abort {
     /// The `x-request-id` of the aborted request.
     pub request_id: String,
     /// Wall-clock time of the abort, Unix nanoseconds (the server's drain times use the same clock).
-    pub at_unix_ns: u64,
+    pub at_monotonic_ns: u64,
 }
 
 /// The shared record of one scenario run; cheap to update from many client tasks.
@@ -69,11 +69,11 @@ impl History {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a client abort of `request_id` that happened at `at_unix_ns`.
-    pub fn record_abort(&self, request_id: String, at_unix_ns: u64) {
+    /// Records a client abort of `request_id` that happened at `at_monotonic_ns`.
+    pub fn record_abort(&self, request_id: String, at_monotonic_ns: u64) {
         self.aborts.lock().push(Abort {
             request_id,
-            at_unix_ns,
+            at_monotonic_ns,
         });
     }
 
@@ -108,7 +108,22 @@ impl History {
     }
 }
 
-/// Now, as Unix nanoseconds (the clock the server's `/debug/cancellations` uses).
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the server stamps `/debug/cancellations`
+/// with, shared by every process on the machine and never stepped like the wall clock.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// Now, as Unix nanoseconds (campaign seeds, timestamps for people).
 pub fn unix_now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

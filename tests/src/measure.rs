@@ -126,6 +126,9 @@ struct Recorded {
 #[derive(Debug)]
 pub struct Sampler {
     origin: Instant,
+    /// Held (shared) by each probe and sample while its request is out; [`Sampler::quiet`]
+    /// takes it exclusively.
+    gate: Arc<tokio::sync::RwLock<()>>,
     recorded: Arc<Mutex<Recorded>>,
     probing: Arc<Mutex<bool>>,
     tasks: Vec<JoinHandle<()>>,
@@ -148,14 +151,17 @@ impl Sampler {
     pub fn start(endpoints: Endpoints, origin: Instant) -> Self {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let probing = Arc::new(Mutex::new(false));
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
         let probe_task = {
             let recorded = Arc::clone(&recorded);
             let probing = Arc::clone(&probing);
+            let gate = Arc::clone(&gate);
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(PROBE_INTERVAL);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
+                    let _out = gate.read().await;
                     let at_ms = millis_since(origin);
                     let latency = endpoints.probe(PROBE_DEADLINE).await.ok();
                     let counted = *probing.lock();
@@ -178,11 +184,13 @@ impl Sampler {
         };
         let resource_task = {
             let recorded = Arc::clone(&recorded);
+            let gate = Arc::clone(&gate);
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(RESOURCE_INTERVAL);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
+                    let _out = gate.read().await;
                     let at_ms = millis_since(origin);
                     let open_fds = endpoints.open_fds();
                     let asked = Instant::now();
@@ -199,6 +207,7 @@ impl Sampler {
         };
         Self {
             origin,
+            gate,
             recorded,
             probing,
             tasks: vec![probe_task, resource_task],
@@ -211,6 +220,12 @@ impl Sampler {
             at_ms: millis_since(self.origin),
             name: name.to_owned(),
         });
+    }
+
+    /// Waits for the probe and sample in flight, if any, and holds off new ones until the
+    /// guard drops: the server then serves no request of the sampler's while it is accounted.
+    pub async fn quiet(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        Arc::clone(&self.gate).write_owned().await
     }
 
     /// Whether probe latencies count towards the storm's percentiles from now on.

@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::measure::Timeline;
-use crate::scenarios::{Detection, FD_SLACK, RunResult};
+use crate::scenarios::{Detection, RunResult};
 
 /// The summary file's format version.
-pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+pub const SUMMARY_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
@@ -19,7 +19,6 @@ struct Summary<'a> {
     master_seed: u64,
     passed: bool,
     duration_ms: u64,
-    fd_slack: i64,
     /// Each run carries the required fields (`name`, `mode`, `passed`, `requests`,
     /// `leaked_tasks`, `fd_delta`, `probe_p99_ms`, `cancel_p99_ms`, `detected_site`) and the rest.
     scenarios: &'a [RunResult],
@@ -111,7 +110,6 @@ pub fn write_summary(
         master_seed,
         passed: runs.iter().all(|run| run.passed),
         duration_ms,
-        fd_slack: FD_SLACK,
         scenarios: runs,
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output {

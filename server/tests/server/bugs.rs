@@ -69,7 +69,7 @@ async fn no_dns_timeout_leaks_the_lookup_task_past_shutdown() {
     let silent = silent_dns().await;
     let server = start(Config {
         upstream: Some("http://upstream.test:9/".to_owned()),
-        dns_server: Some(silent.local_addr().unwrap()),
+        dns_server: Some(silent.addr()),
         request_timeout: Duration::from_millis(500),
         ..with_bug(Bug::NoDnsTimeout)
     });
@@ -101,9 +101,9 @@ async fn no_dns_timeout_leaks_the_lookup_task_past_shutdown() {
 
 #[tokio::test]
 async fn no_pool_acquire_timeout_queues_requests_until_the_request_deadline() {
-    let (stalled, _stalled_task) = stalled_upstream().await;
+    let stalled = stalled_upstream().await;
     let server = start(Config {
-        upstream: Some(format!("http://127.0.0.1:{}/", stalled.port())),
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.addr().port())),
         pool_size: 1,
         request_timeout: Duration::from_secs(2),
         ..with_bug(Bug::NoPoolAcquireTimeout)
@@ -220,5 +220,64 @@ async fn uncaught_panic_in_child_hangs_the_request_and_its_tasks() {
         reply.starts_with("HTTP/1.1 503"),
         "the panic went unnoticed until the deadline: {reply}"
     );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn no_upstream_timeouts_hold_the_slot_and_connection_until_the_request_deadline() {
+    let stalled = stalled_upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.addr().port())),
+        upstream_response_timeout: SHORT,
+        request_timeout: Duration::from_secs(2),
+        ..with_bug(Bug::NoUpstreamTimeouts)
+    });
+    let waiting = tokio::spawn({
+        let http = server.bound().http;
+        async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await }
+    });
+    // Well past the response deadline the pooled connection's driver is still there.
+    let snapshot = wait_for_tasks(
+        &server,
+        "the pooled driver to outlive the response deadline",
+        |snapshot| {
+            tasks_where(snapshot, |site, task| {
+                site["file"] == "server/src/upstream.rs"
+                    && task["age_ms"].as_u64() > Some(SHORT.as_millis() as u64 * 3)
+            })
+            .len()
+                == 1
+        },
+    )
+    .await;
+    assert_server_sites(&spawned_in(&snapshot, "server/src/upstream.rs"));
+    let reply = waiting
+        .await
+        .unwrap()
+        .expect("answered at the request deadline");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn no_stream_timeout_lets_a_trickle_reader_pin_the_request() {
+    let stream_timeout = Duration::from_secs(1);
+    let server = start(Config {
+        stream_timeout,
+        write_timeout: Duration::from_secs(60),
+        ..with_bug(Bug::NoStreamTimeout)
+    });
+    let Err(reader) = trickle_read(&server, "pinned", stream_timeout * 3).await else {
+        panic!("the stream ended although no stream deadline was set");
+    };
+    let snapshot = tasks(&server).await;
+    let pinned = labeled(&snapshot, "pinned");
+    assert_eq!(
+        pinned.len(),
+        2,
+        "lease keeper and producer still run: {snapshot:#}"
+    );
+    assert_server_sites(&pinned);
+    drop(reader);
     assert!(stop(server).await.leaks.is_none());
 }

@@ -93,7 +93,7 @@ async fn dns_against_a_silent_nameserver_times_out_with_504() {
     let silent = silent_dns().await;
     let server = start(Config {
         upstream: Some("http://upstream.test:9/".to_owned()),
-        dns_server: Some(silent.local_addr().unwrap()),
+        dns_server: Some(silent.addr()),
         ..config()
     });
     let baseline = baseline(&server).await;
@@ -118,9 +118,9 @@ async fn dns_against_a_silent_nameserver_times_out_with_504() {
 
 #[tokio::test]
 async fn an_exhausted_pool_answers_503_fast() {
-    let (stalled, _stalled_task) = stalled_upstream().await;
+    let stalled = stalled_upstream().await;
     let server = start(Config {
-        upstream: Some(format!("http://127.0.0.1:{}/", stalled.port())),
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.addr().port())),
         pool_size: 1,
         request_timeout: Duration::from_secs(3),
         ..config()
@@ -154,6 +154,14 @@ async fn an_exhausted_pool_answers_503_fast() {
         "503 after {took:?}, acquire timeout 200ms"
     );
     assert!(reply.body.contains("pool exhausted"));
+    assert_eq!(
+        reply
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "a shed request is told when to come back"
+    );
     let held = holder
         .await
         .unwrap()
@@ -385,5 +393,169 @@ async fn a_storm_of_hostile_clients_leaves_the_baseline_intact() {
     }
     back_to_baseline(&server, baseline).await;
     assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_silent_resolver_holds_no_pool_slot() {
+    let silent = silent_dns().await;
+    let server = start(Config {
+        upstream: Some("http://upstream.test:9/".to_owned()),
+        dns_server: Some(silent.addr()),
+        pool_size: 1,
+        ..config()
+    });
+    // All three wait on one lookup without a slot: each gets the DNS 504, none a pool 503.
+    let (first, second, third) = tokio::join!(
+        get(&server, "/proxy"),
+        get(&server, "/proxy"),
+        get(&server, "/proxy")
+    );
+    for reply in [first, second, third] {
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+        assert!(
+            reply.body.contains("resolution timed out"),
+            "{}",
+            reply.body
+        );
+    }
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_is_cut_by_the_response_deadline_and_frees_its_slot() {
+    let stalled = stalled_upstream().await;
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", stalled.addr().port())),
+        pool_size: 1,
+        upstream_response_timeout: SHORT,
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    for _ in 0..2 {
+        // The second request finds the only slot free again: 504, not a pool 503.
+        let (reply, took) = timed(get(&server, "/proxy")).await;
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+        assert!(reply.body.contains("no response head"), "{}", reply.body);
+        assert!(took < SHORT * 5, "504 after {took:?}, deadline {SHORT:?}");
+    }
+    // The wedged connections are dropped with their driver tasks.
+    back_to_baseline(&server, baseline).await;
+    let metrics = get(&server, "/metrics").await.body;
+    assert!(
+        metrics.contains("leakcheck_server_upstream_timeouts_total 2"),
+        "{metrics}"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_by_the_body_deadline() {
+    let upstream = upstream().await;
+    upstream.stall_body();
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", upstream.addr().port())),
+        upstream_body_timeout: SHORT,
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let (reply, took) = timed(get(&server, "/proxy")).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+    assert!(reply.body.contains("body did not arrive"), "{}", reply.body);
+    assert!(took < SHORT * 5, "504 after {took:?}, deadline {SHORT:?}");
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_is_cut_by_the_connect_deadline() {
+    // A listener that is never accepted from, with a backlog of 0: once one connection is
+    // queued the kernel drops further SYNs, so a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let mut queued = Vec::new();
+    let mut hanging = false;
+    for _ in 0..8 {
+        match tokio::time::timeout(SHORT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(error)) => panic!("connect to the full listener failed: {error}"),
+            Err(_) => {
+                hanging = true;
+                break;
+            }
+        }
+    }
+    assert!(hanging, "connects to a full backlog did not hang");
+    let server = start(Config {
+        upstream: Some(format!("http://127.0.0.1:{}/", addr.port())),
+        upstream_connect_timeout: SHORT,
+        ..config()
+    });
+    let (reply, took) = timed(get(&server, "/proxy")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+    assert!(reply.body.contains("connect timed out"), "{}", reply.body);
+    assert!(took < SHORT * 5, "502 after {took:?}, deadline {SHORT:?}");
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn a_trickle_reader_is_cut_by_the_stream_deadline() {
+    let stream_timeout = Duration::from_secs(1);
+    let server = start(Config {
+        stream_timeout,
+        // Far above the test: only the stream deadline can end this response.
+        write_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let took = trickle_read(&server, "trickle", PATIENCE)
+        .await
+        .map_err(drop)
+        .expect("the stream deadline closes the connection");
+    assert!(
+        took >= stream_timeout / 2 && took < stream_timeout * 4,
+        "closed after {took:?}, stream deadline {stream_timeout:?}"
+    );
+    wait_for_tasks(&server, "the trickle request's tasks to end", |snapshot| {
+        labeled(snapshot, "trickle").is_empty()
+    })
+    .await;
+    back_to_baseline(&server, baseline).await;
+    let metrics = get(&server, "/metrics").await.body;
+    assert!(
+        metrics.contains("leakcheck_server_stream_timeouts_total 1"),
+        "{metrics}"
+    );
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn an_aborted_cpu_bound_child_stops_at_its_next_yield() {
+    let server = start(config());
+    let baseline = baseline(&server).await;
+    let mut client = TcpStream::connect(server.bound().http).await.unwrap();
+    // A billion rounds: minutes of CPU if the child ran to the end.
+    client
+        .write_all(b"GET /work?children=1&rounds=1000000000 HTTP/1.1\r\nHost: x\r\nx-request-id: cpu\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for_tasks(&server, "the child to start crunching", |snapshot| {
+        labeled(snapshot, "cpu").len() == 2
+    })
+    .await;
+    drop(client);
+    let (_, took) = timed(wait_for_tasks(
+        &server,
+        "the aborted child to stop",
+        |snapshot| labeled(snapshot, "cpu").is_empty(),
+    ))
+    .await;
+    assert!(
+        took < Duration::from_secs(2),
+        "the child stopped after {took:?}"
+    );
+    back_to_baseline(&server, baseline).await;
     assert!(stop(server).await.leaks.is_none());
 }

@@ -77,19 +77,20 @@ async fn stream_sends_every_chunk_over_tls() {
 
 #[tokio::test]
 async fn proxy_resolves_by_name_and_reuses_pooled_connections() {
-    let (dns, _dns_task) = fake_dns(Ipv4Addr::LOCALHOST).await;
-    let (upstream, _upstream_task) = upstream().await;
+    let dns = fake_dns(Ipv4Addr::LOCALHOST).await;
+    let upstream = upstream().await;
     let server = start(Config {
-        upstream: Some(format!("http://upstream.test:{}/base/", upstream.port())),
-        dns_server: Some(dns),
+        upstream: Some(format!(
+            "http://upstream.test:{}/base/",
+            upstream.addr().port()
+        )),
+        dns_server: Some(dns.addr()),
         ..config()
     });
     for _ in 0..3 {
         let reply = get(&server, "/proxy?path=/hello").await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (StatusCode::OK, "upstream says hi /base/hello")
-        );
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
+        assert_eq!(upstream.last_target(), "/base/hello");
     }
     let snapshot = tasks(&server).await;
     assert_eq!(

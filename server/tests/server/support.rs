@@ -1,5 +1,5 @@
-//! Test support: servers with short deadlines, HTTP/HTTPS clients, hostile peers, a fake
-//! nameserver and upstreams, and bounded polling of /debug/tasks.
+//! Test support: servers with short deadlines, HTTP/HTTPS clients, hostile peers, and bounded
+//! polling of /debug/tasks; the fake nameserver and upstreams are the chaos fault toolkit's.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use chaos::faults::dns::FakeDns;
+pub use chaos::faults::upstream::Upstream;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use leakcheck_server::{Bug, Config, Outcome, RunningServer};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
@@ -65,6 +67,7 @@ pub async fn stop(server: RunningServer) -> Outcome {
 pub struct Reply {
     pub status: StatusCode,
     pub request_id: String,
+    pub headers: http::HeaderMap,
     pub body: String,
 }
 
@@ -137,6 +140,7 @@ where
         .get("x-request-id")
         .map(|id| id.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let headers = response.headers().clone();
     let body = timeout(PATIENCE, response.into_body().collect())
         .await
         .expect("body within PATIENCE")
@@ -146,6 +150,7 @@ where
     Reply {
         status,
         request_id,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
@@ -236,88 +241,54 @@ pub async fn baseline(server: &RunningServer) -> u64 {
     tasks(server).await["live"].as_u64().unwrap()
 }
 
-/// A nameserver on 127.0.0.1 answering every A query with `answer`.
-pub async fn fake_dns(answer: Ipv4Addr) -> (SocketAddr, JoinHandle<()>) {
-    use hickory_proto::op::{Message, MessageType};
-    use hickory_proto::rr::rdata::A;
-    use hickory_proto::rr::{RData, Record, RecordType};
-
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut buffer = [0u8; 1500];
-        loop {
-            let Ok((length, from)) = socket.recv_from(&mut buffer).await else {
-                return;
-            };
-            let Ok(query) = Message::from_vec(&buffer[..length]) else {
-                continue;
-            };
-            let mut response = Message::new();
-            response
-                .set_id(query.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(query.op_code());
-            response
-                .set_recursion_desired(query.recursion_desired())
-                .set_recursion_available(true);
-            response.add_queries(query.queries().to_vec());
-            for question in query.queries() {
-                if question.query_type() == RecordType::A {
-                    response.add_answer(Record::from_rdata(
-                        question.name().clone(),
-                        60,
-                        RData::A(A(answer)),
-                    ));
-                }
-            }
-            let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
-        }
-    });
-    (addr, task)
+/// The chaos toolkit's nameserver on 127.0.0.1, answering every A query with `answer`.
+pub async fn fake_dns(answer: Ipv4Addr) -> FakeDns {
+    FakeDns::start(answer).await.expect("fake DNS starts")
 }
 
-/// A UDP socket on 127.0.0.1 that never answers: a hung nameserver.
-pub async fn silent_dns() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").await.unwrap()
+/// The chaos toolkit's nameserver, swallowing every query: a hung nameserver.
+pub async fn silent_dns() -> FakeDns {
+    let dns = fake_dns(Ipv4Addr::LOCALHOST).await;
+    dns.blackhole();
+    dns
 }
 
-/// An HTTP upstream on 127.0.0.1 answering `upstream says hi <path>`.
-pub async fn upstream() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(
-                    |request: Request<hyper::body::Incoming>| async move {
-                        let body = format!("upstream says hi {}", request.uri().path());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
+/// The chaos toolkit's HTTP upstream on 127.0.0.1, answering `ok`.
+pub async fn upstream() -> Upstream {
+    Upstream::start().await.expect("upstream starts")
 }
 
-/// A TCP upstream on 127.0.0.1 that accepts and never answers.
-pub async fn stalled_upstream() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
+/// The chaos toolkit's upstream, accepting and never answering.
+pub async fn stalled_upstream() -> Upstream {
+    let upstream = upstream().await;
+    upstream.stall();
+    upstream
+}
+
+/// Reads `/stream` a trickle at a time (1 KiB every 20 ms through a 4 KiB receive buffer):
+/// steady enough that writes keep progressing. Returns how long until the server closed,
+/// or the still-streaming connection after `limit`.
+pub async fn trickle_read(
+    server: &RunningServer,
+    request_id: &str,
+    limit: Duration,
+) -> Result<Duration, TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(server.bound().http).await.unwrap();
+    let request = format!(
+        "GET /stream?chunks=100000&interval_ms=5&size=16384 HTTP/1.1\r\nHost: x\r\nx-request-id: {request_id}\r\n\r\n"
+    );
+    reader.write_all(request.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut buffer = [0u8; 1024];
+    while started.elapsed() < limit {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return Ok(started.elapsed()),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    });
-    (addr, task)
+    }
+    Err(reader)
 }
 
 /// Runs `future` and returns its output with how long it took.

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
-use crate::history::unix_now_ns;
+use crate::history::monotonic_now_ns;
 use crate::http::{self, Response};
 
 /// What became of a hostile connection by its deadline.
@@ -188,7 +188,7 @@ pub fn abort(stream: TcpStream, style: AbortStyle) -> u64 {
         // Failing to set the option leaves an orderly close, which is still an abort.
         let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     }
-    let at = unix_now_ns();
+    let at = monotonic_now_ns();
     drop(stream);
     at
 }
@@ -301,7 +301,7 @@ mod tests {
         let (listener, addr) = listener().await;
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut conn, _) = listener.accept().await.unwrap();
-        let before = unix_now_ns();
+        let before = monotonic_now_ns();
         let at = abort(stream, AbortStyle::Rst);
         assert!(at >= before);
         let mut buf = [0u8; 16];

@@ -1,4 +1,5 @@
-//! An HTTP upstream on loopback that answers `200 ok`, or accepts, reads and never responds.
+//! An HTTP upstream on loopback that answers `200 ok`, or accepts, reads and never responds,
+//! or sends a response head and never the body.
 //!
 //! The switch is checked per request, so a pooled keep-alive connection stalls too. A request
 //! that arrived while stalled stays unanswered after [`Upstream::heal`]: a wedged connection
@@ -7,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +16,14 @@ use tokio::task::{JoinHandle, JoinSet};
 
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
+/// A head announcing a body that never comes.
+const HEAD_ONLY: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\ncontent-type: text/plain\r\n\r\nok";
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+const ANSWER: u8 = 0;
+const STALL: u8 = 1;
+const STALL_BODY: u8 = 2;
 
 /// The upstream server; stops (closing every connection) when dropped.
 #[derive(Debug)]
@@ -27,9 +35,10 @@ pub struct Upstream {
 
 #[derive(Debug, Default)]
 struct UpstreamState {
-    stalled: AtomicBool,
+    behaviour: AtomicU8,
     accepted: AtomicU64,
     requests: AtomicU64,
+    last_target: parking_lot::Mutex<String>,
 }
 
 impl Upstream {
@@ -49,17 +58,28 @@ impl Upstream {
 
     /// From now on requests are read and never answered (connections stay open).
     pub fn stall(&self) {
-        self.state.stalled.store(true, Ordering::SeqCst);
+        self.state.behaviour.store(STALL, Ordering::SeqCst);
+    }
+
+    /// From now on requests get a response head announcing 1 KiB, two bytes of it, and
+    /// nothing more (connections stay open).
+    pub fn stall_body(&self) {
+        self.state.behaviour.store(STALL_BODY, Ordering::SeqCst);
     }
 
     /// From now on new requests are answered.
     pub fn heal(&self) {
-        self.state.stalled.store(false, Ordering::SeqCst);
+        self.state.behaviour.store(ANSWER, Ordering::SeqCst);
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The request target (path and query) of the last request read.
+    pub fn last_target(&self) -> String {
+        self.state.last_target.lock().clone()
     }
 
     /// Request heads read so far, answered or not.
@@ -104,6 +124,12 @@ async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
             continue;
         };
         let body_len = content_length(&buffered[..head_end]);
+        if let Some(target) = String::from_utf8_lossy(&buffered[..head_end])
+            .split_whitespace()
+            .nth(1)
+        {
+            target.clone_into(&mut state.last_target.lock());
+        }
         let request_len = head_end + 4 + body_len;
         while buffered.len() < request_len {
             match stream.read(&mut chunk).await {
@@ -113,10 +139,16 @@ async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
         }
         buffered.drain(..request_len);
         state.requests.fetch_add(1, Ordering::Relaxed);
-        if state.stalled.load(Ordering::SeqCst) {
-            // Never answer; keep reading so the peer's close is noticed and the task ends.
-            while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
-            return;
+        match state.behaviour.load(Ordering::SeqCst) {
+            ANSWER => {}
+            behaviour => {
+                if behaviour == STALL_BODY && stream.write_all(HEAD_ONLY).await.is_err() {
+                    return;
+                }
+                // Never finish; keep reading so the peer's close is noticed and the task ends.
+                while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+                return;
+            }
         }
         if stream.write_all(RESPONSE).await.is_err() {
             return;
@@ -147,18 +179,34 @@ mod tests {
             .unwrap();
         assert_eq!(response.head.status, 200);
         assert_eq!(response.body, b"ok");
+        assert_eq!(upstream.last_target(), "/");
 
         upstream.stall();
         let stalled = http::get(upstream.addr(), "/", &[], Duration::from_millis(200)).await;
         assert_eq!(stalled.unwrap_err().kind(), io::ErrorKind::TimedOut);
+
+        upstream.stall_body();
+        let mut stream = TcpStream::connect(upstream.addr()).await.unwrap();
+        stream
+            .write_all(&http::get_request("/", &[]))
+            .await
+            .unwrap();
+        let mut buffered = Vec::new();
+        let head = http::read_head(&mut stream, &mut buffered).await.unwrap();
+        assert_eq!(head.header("content-length"), Some("1024"));
+        let body = tokio::time::timeout(
+            Duration::from_millis(200),
+            http::read_body(&mut stream, &head, buffered),
+        );
+        assert!(body.await.is_err(), "the body arrived");
 
         upstream.heal();
         let response = http::get(upstream.addr(), "/", &[], Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(response.head.status, 200);
-        assert_eq!(upstream.accepted(), 3);
-        assert_eq!(upstream.requests(), 3);
+        assert_eq!(upstream.accepted(), 4);
+        assert_eq!(upstream.requests(), 4);
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::{
     DNS_TIMEOUT, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, Mode, POOL_ACQUIRE_TIMEOUT,
-    REQUEST_TIMEOUT, SHUTDOWN_GRACE, Scenario, UPSTREAM_HOST, WRITE_TIMEOUT,
+    REQUEST_TIMEOUT, SHUTDOWN_GRACE, STREAM_TIMEOUT, Scenario, UPSTREAM_HOST, UPSTREAM_TIMEOUT,
+    WRITE_TIMEOUT,
 };
 use crate::error::{Error, Result};
 use crate::faults::dns::FakeDns;
@@ -73,6 +74,10 @@ pub(super) fn server_args(scenario: Scenario, mode: Mode, env: &Environment) -> 
         ("--write-timeout", millis(WRITE_TIMEOUT)),
         ("--dns-timeout", millis(DNS_TIMEOUT)),
         ("--pool-acquire-timeout", millis(POOL_ACQUIRE_TIMEOUT)),
+        ("--upstream-connect-timeout", millis(UPSTREAM_TIMEOUT)),
+        ("--upstream-response-timeout", millis(UPSTREAM_TIMEOUT)),
+        ("--upstream-body-timeout", millis(UPSTREAM_TIMEOUT)),
+        ("--stream-timeout", millis(STREAM_TIMEOUT)),
         ("--shutdown-grace", millis(SHUTDOWN_GRACE)),
         ("--pool-size", scenario.pool_size().to_string()),
         ("--max-connections", MAX_CONNECTIONS.to_string()),

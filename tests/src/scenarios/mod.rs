@@ -6,6 +6,7 @@
 //! ([`crate::history::History::park`]) until the server has exited: a client that vanished without a FIN never
 //! comes back to close its socket, so the server's own defenses must free what it holds.
 
+pub mod accounting;
 mod cancel_storm;
 mod dns_hang;
 mod environment;
@@ -41,6 +42,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DNS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pool acquire deadline given to the server.
 pub const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Upstream connect, response-head and body deadline given to the server: what frees the
+/// pool slots a stalled upstream holds.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
+/// Whole-response deadline of `/stream` given to the server: above every stream a
+/// scenario reads to its end.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(15);
 /// Shutdown grace given to the server.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Connection cap given to the server: above any storm, so probes are never shed.
@@ -59,14 +66,6 @@ pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
 pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(4);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
-/// Live tasks allowed above the baseline after quiescence. In pool-exhaustion the pool's
-/// slots (4) stay wedged on the stalled upstream until the whole-request deadline, each a
-/// connection task plus a pooled-connection driver task (7 measured); elsewhere idle pooled
-/// connections keep one driver task each, and the resolver keeps its background task.
-pub const LIVE_SLACK: u64 = 8;
-/// Open fds allowed above the baseline after quiescence: idle pooled upstream connections
-/// (`LIVE_SLACK` of them at most), the resolver's sockets, and the sampler's own connection.
-pub const FD_SLACK: i64 = 12;
 /// Fixed mode: health-probe p99 must stay below this during the storm.
 pub const PROBE_P99_LIMIT_MS: f64 = 100.0;
 /// Fixed cancel-storm: cancel-propagation p99 must stay at or below this.
@@ -124,7 +123,7 @@ impl Scenario {
             Scenario::CancelStorm => "detached-request-task",
             Scenario::TlsStall => "no-tls-handshake-timeout",
             Scenario::DnsHang => "no-dns-timeout",
-            Scenario::PoolExhaustion => "no-pool-acquire-timeout",
+            Scenario::PoolExhaustion => "no-upstream-timeouts",
             Scenario::Slowloris => "no-header-timeout",
             Scenario::SlowReader => "no-write-timeout",
             Scenario::Panic => "uncaught-panic-in-child",

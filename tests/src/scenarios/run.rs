@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::accounting::{Accounting, FdCensus, Peers, account, fd_census};
 use super::environment::server_args;
-use super::verdict::{Stranded, judge, stranded};
+use super::verdict::judge;
 use super::{
-    BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, LIVE_SLACK, Mode, RunPlan, RunResult,
+    BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, Mode, RunPlan, RunResult,
     SHUTDOWN_WAIT, STORM_BOUND, Scale, Scenario,
 };
 use crate::error::{Error, Result};
@@ -117,6 +118,12 @@ async fn drive(
     warm_up(scenario, &endpoints, progress).await;
     let (live_before, fds_before) = measure::steady_reading(&endpoints, 5).await;
     let sites_before = endpoints.live_sites().await?;
+    let peers = Peers {
+        server_ports: [endpoints.http.port(), endpoints.https.port()],
+        upstream: env.proxy.addr(),
+        nameserver: env.dns.addr(),
+    };
+    let census_before = settled_census(&endpoints, &peers).await;
     progress.say(&format!(
         "baseline: {} live tasks, {} open fds",
         show(live_before),
@@ -154,56 +161,71 @@ async fn drive(
 
     sampler.mark("heal");
     scenario.heal(&env);
-    let quiesce_target = live_before.map(|live| live + LIVE_SLACK);
-    let quiesced = match quiesce_target {
-        Some(target) => {
-            measure::wait_for_live_at_most(&endpoints, target, scale.quiesce_bound()).await
-        }
-        None => None,
-    };
+    let (quiesced, accounting) = quiesce(
+        &endpoints,
+        &sampler,
+        &peers,
+        &sites_before,
+        &census_before,
+        scale.quiesce_bound(),
+    )
+    .await;
     sampler.mark(if quiesced.is_some() {
         "quiesced"
     } else {
         "quiesce bound"
     });
     progress.say(&match quiesced {
-        Some(after) => format!("quiesced in {} ms", after.as_millis()),
+        Some(after) => format!(
+            "every task and fd accounted for after {} ms",
+            after.as_millis()
+        ),
         None => format!(
-            "live tasks still above baseline after {:?}",
+            "{} tasks and {} fds unaccounted for after {:?}",
+            accounting.unaccounted_tasks(),
+            accounting.unaccounted_fds(),
             scale.quiesce_bound()
         ),
     });
     let final_probe_ok = endpoints.probe(PROBE_DEADLINE).await.is_ok();
     let (live_after, fds_after) = measure::steady_reading(&endpoints, 5).await;
-    let stranded = match endpoints.live_sites().await {
-        Ok(sites_after) => stranded(&sites_before, &sites_after),
-        Err(error) => {
-            notes.push(error.to_string());
-            Stranded::default()
-        }
-    };
-    if stranded.tasks > 0 {
+    let top_unaccounted = accounting.top_unaccounted().cloned();
+    if let Some(top) = &top_unaccounted {
         progress.say(&format!(
-            "{} tasks stranded above the baseline, most at {}",
-            stranded.tasks,
-            stranded.top_site.as_deref().unwrap_or("?")
+            "{} tasks unaccounted for above the baseline, most at {} (label {})",
+            accounting.unaccounted_tasks(),
+            top.site,
+            top.label.as_deref().unwrap_or("none")
         ));
     }
 
     let aborts = history.aborts();
     let mut cancel = Latencies::default();
+    let mut gone_before_abort = 0;
     if !aborts.is_empty() {
         match endpoints.cancellations().await {
-            Ok(drained) => {
+            Ok(gone) => {
                 for abort in &aborts {
-                    if let Some(&at) = drained.get(&abort.request_id) {
-                        cancel.record(Duration::from_nanos(at.saturating_sub(abort.at_unix_ns)));
+                    match gone.get(&abort.request_id) {
+                        // Finished on its own before the client gave up: nothing was cancelled.
+                        Some(&at) if at < abort.at_monotonic_ns => gone_before_abort += 1,
+                        Some(&at) => {
+                            cancel.record(Duration::from_nanos(at - abort.at_monotonic_ns));
+                        }
+                        None => {}
                     }
                 }
             }
             Err(error) => notes.push(error.to_string()),
         }
     }
+    let peak_in_flight = match endpoints.peak_in_flight().await {
+        Ok(peak) => Some(peak),
+        Err(error) => {
+            notes.push(error.to_string());
+            None
+        }
+    };
 
     sampler.mark("sigterm");
     progress.say("SIGTERM");
@@ -226,11 +248,9 @@ async fn drive(
         .as_ref()
         .and_then(|report| report.top_site())
         .map(ToString::to_string);
-    let (detected_site, detected_by) = match (reported_site, &stranded.top_site) {
+    let (detected_site, detected_by) = match (reported_site, &top_unaccounted) {
         (Some(site), _) => (Some(site), Some(Detection::ShutdownVerification)),
-        (None, Some(site)) if stranded.tasks > LIVE_SLACK => {
-            (Some(site.clone()), Some(Detection::LiveSnapshot))
-        }
+        (None, Some(top)) => (Some(top.site.clone()), Some(Detection::LiveSnapshot)),
         _ => (None, None),
     };
     if let Some(error) = &shutdown.leak_report_error {
@@ -263,7 +283,9 @@ async fn drive(
         outcomes: counts,
         leaked_tasks,
         leaked_with_our_request_ids,
-        stranded_tasks: stranded.tasks,
+        stranded_tasks: accounting.unaccounted_tasks(),
+        unaccounted_fds: accounting.unaccounted_fds(),
+        accounting,
         detected_site,
         detected_by,
         live_tasks: BeforePeakAfter {
@@ -286,6 +308,8 @@ async fn drive(
         cancel_p99_ms: cancel.quantile_ms(0.99),
         cancels_sent: aborts.len() as u64,
         cancels_matched: cancel.len(),
+        cancels_gone_before_abort: gone_before_abort,
+        peak_in_flight,
         quiesced_after_ms: quiesced.map(|after| after.as_millis() as u64),
         final_probe_ok,
         parked_peers,
@@ -308,12 +332,16 @@ async fn drive(
 }
 
 /// Exercises the routes a storm uses once, so tasks started lazily on first use (the
-/// resolver, the first pooled connection) are part of the baseline.
+/// resolver, the first pooled connection) are part of the baseline, and the server's
+/// symbolizer is loaded before anything is timed.
 async fn warm_up(scenario: Scenario, endpoints: &Endpoints, progress: &Progress) {
     for _ in 0..3 {
         if endpoints.probe(PROBE_DEADLINE).await.is_ok() {
             break;
         }
+    }
+    if let Err(error) = endpoints.warm_symbolizer().await {
+        progress.say(&format!("warm-up /debug/tasks failed: {error}"));
     }
     if scenario.warms_the_pool() {
         match crate::http::get(endpoints.http, "/proxy", &[], CLIENT_DEADLINE).await {
@@ -325,6 +353,71 @@ async fn warm_up(scenario: Scenario, endpoints: &Endpoints, progress: &Progress)
         }
     }
 }
+
+/// The fd census of a quiet server: the smallest count of each kind over a few readings, so
+/// a connection the server is still closing does not count.
+async fn settled_census(endpoints: &Endpoints, peers: &Peers) -> FdCensus {
+    let mut settled: Option<FdCensus> = None;
+    for _ in 0..3 {
+        if let Some(now) = fd_census(endpoints.pid, peers) {
+            settled = Some(match settled {
+                None => now,
+                Some(low) => {
+                    let mut kinds: Vec<_> = low.keys().chain(now.keys()).copied().collect();
+                    kinds.dedup();
+                    kinds
+                        .into_iter()
+                        .map(|kind| {
+                            let count = |census: &FdCensus| census.get(&kind).copied().unwrap_or(0);
+                            (kind, count(&low).min(count(&now)))
+                        })
+                        .collect()
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settled.unwrap_or_default()
+}
+
+/// Accounts for the server's tasks and fds (with the sampler quiet) until everything is
+/// accounted for or `bound` passes; returns when it was exact, and the last accounting.
+async fn quiesce(
+    endpoints: &Endpoints,
+    sampler: &Sampler,
+    peers: &Peers,
+    sites_before: &[crate::server::SiteCount],
+    census_before: &FdCensus,
+    bound: Duration,
+) -> (Option<Duration>, Accounting) {
+    let started = Instant::now();
+    loop {
+        let reading = {
+            let _quiet = sampler.quiet().await;
+            let idle = endpoints.upstream_idle().await;
+            let sites = endpoints.live_sites().await;
+            let census = fd_census(endpoints.pid, peers);
+            match (idle, sites, census) {
+                (Ok(idle), Ok(sites), Some(census)) => {
+                    Some(account(sites_before, &sites, idle, census_before, &census))
+                }
+                _ => None,
+            }
+        };
+        match reading {
+            Some(accounting) if accounting.is_exact() => {
+                return (Some(started.elapsed()), accounting);
+            }
+            Some(accounting) if started.elapsed() >= bound => return (None, accounting),
+            None if started.elapsed() >= bound => return (None, Accounting::default()),
+            _ => {}
+        }
+        tokio::time::sleep(QUIESCE_POLL).await;
+    }
+}
+
+/// Time between two accountings while waiting for quiescence.
+const QUIESCE_POLL: Duration = Duration::from_millis(250);
 
 /// Every request id a run sends starts with this (so leaked tasks can be traced to the run).
 pub(super) fn request_id_prefix(seed: u64) -> String {

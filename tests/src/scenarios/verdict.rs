@@ -3,14 +3,12 @@
 
 use serde::Serialize;
 
-use super::{
-    CANCEL_MATCH_MIN, CANCEL_P99_LIMIT_MS, FD_SLACK, LIVE_SLACK, Mode, PROBE_P99_LIMIT_MS, Scale,
-    Scenario,
-};
+use super::accounting::Accounting;
+use super::{CANCEL_MATCH_MIN, CANCEL_P99_LIMIT_MS, Mode, PROBE_P99_LIMIT_MS, Scale, Scenario};
 use crate::error::Error;
 use crate::history::Counts;
 use crate::measure::Timeline;
-use crate::server::{LEAK_EXIT_CODE, SiteCount};
+use crate::server::LEAK_EXIT_CODE;
 
 /// Everything measured in one run, and the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -35,11 +33,15 @@ pub struct RunResult {
     pub leaked_tasks: u64,
     /// Leaked tasks labeled with a request id this run sent.
     pub leaked_with_our_request_ids: u64,
-    /// Tasks alive after quiescence above the baseline, per `/debug/tasks` (summed over the
-    /// spawn sites whose count grew).
+    /// Tasks alive after quiescence above the baseline that the allow-list does not account
+    /// for (see [`Accounting`]).
     pub stranded_tasks: u64,
-    /// The spawn site of the leak: the shutdown report's top site, or else (when the stranded
-    /// tasks pass the slack) the site whose live count grew most.
+    /// Open fds after quiescence above the baseline that the allow-list does not account for.
+    pub unaccounted_fds: u64,
+    /// Every task group and fd kind that changed, and what accounts for it.
+    pub accounting: Accounting,
+    /// The spawn site of the leak: the shutdown report's top site, or else the unaccounted
+    /// task group to name (see [`Accounting::top_unaccounted`]).
     pub detected_site: Option<String>,
     /// Which leakcheck view named `detected_site`.
     pub detected_by: Option<Detection>,
@@ -61,8 +63,13 @@ pub struct RunResult {
     pub cancel_p99_ms: Option<f64>,
     /// Aborts made by the storm.
     pub cancels_sent: u64,
-    /// Aborts whose drain the server reported.
+    /// Aborts whose drain the server reported after the abort (the cancel latencies).
     pub cancels_matched: u64,
+    /// Aborted requests the server had already finished before the abort (not cancels:
+    /// excluded from the latencies).
+    pub cancels_gone_before_abort: u64,
+    /// Most requests the server held at once (its own gauge).
+    pub peak_in_flight: Option<u64>,
     /// Time from the heal until live tasks were back at the baseline (+ slack).
     pub quiesced_after_ms: Option<u64>,
     /// Whether the health probe after quiescence answered 200.
@@ -129,6 +136,8 @@ impl RunResult {
             leaked_tasks: 0,
             leaked_with_our_request_ids: 0,
             stranded_tasks: 0,
+            unaccounted_fds: 0,
+            accounting: Accounting::default(),
             detected_site: None,
             detected_by: None,
             live_tasks: BeforePeakAfter::default(),
@@ -141,6 +150,8 @@ impl RunResult {
             cancel_p99_ms: None,
             cancels_sent: 0,
             cancels_matched: 0,
+            cancels_gone_before_abort: 0,
+            peak_in_flight: None,
             quiesced_after_ms: None,
             final_probe_ok: false,
             parked_peers: 0,
@@ -150,46 +161,6 @@ impl RunResult {
             timeline: Timeline::default(),
             server_stderr_tail: None,
         }
-    }
-}
-
-/// Tasks alive above the baseline, by spawn site.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Stranded {
-    pub(super) tasks: u64,
-    pub(super) top_site: Option<String>,
-}
-
-/// Per-site growth of live tasks from `before` to `after`. The site named is the one that
-/// grew most among those whose tasks run on behalf of a request (it points into the handler
-/// that hangs) when one grew past [`LIVE_SLACK`]; otherwise the one that grew most (for leaks
-/// with no request, e.g. a stalled handshake, that is the connection task).
-pub(super) fn stranded(before: &[SiteCount], after: &[SiteCount]) -> Stranded {
-    let mut growth: Vec<(String, u64, bool)> = after
-        .iter()
-        .map(|now| {
-            let was = before
-                .iter()
-                .filter(|then| then.site == now.site)
-                .map(|then| then.count)
-                .sum::<u64>();
-            (
-                now.site.to_string(),
-                now.count.saturating_sub(was),
-                now.is_request_scoped(),
-            )
-        })
-        .filter(|(_, grew, _)| *grew > 0)
-        .collect();
-    growth.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let request_site = growth
-        .iter()
-        .find(|(_, grew, request_scoped)| *request_scoped && *grew > LIVE_SLACK);
-    Stranded {
-        tasks: growth.iter().map(|(_, grew, _)| grew).sum(),
-        top_site: request_site
-            .or(growth.first())
-            .map(|(site, _, _)| site.clone()),
     }
 }
 
@@ -207,25 +178,41 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
             if run.leaked_tasks > 0 {
                 failures.push(format!("{} leaked tasks", run.leaked_tasks));
             }
-            if run.stranded_tasks > LIVE_SLACK {
+            for group in run
+                .accounting
+                .tasks
+                .iter()
+                .filter(|group| group.unaccounted > 0)
+            {
                 failures.push(format!(
-                    "{} tasks stranded after quiescence (slack {LIVE_SLACK}), most at {}",
-                    run.stranded_tasks,
-                    run.detected_site.as_deref().unwrap_or("?")
+                    "{} tasks from {} (label {}) unaccounted for after quiescence ({} at the baseline, {} after{})",
+                    group.unaccounted,
+                    group.site,
+                    group.label.as_deref().unwrap_or("none"),
+                    group.before,
+                    group.after,
+                    group
+                        .allowed_by
+                        .map(|by| format!("; allowed: {by}"))
+                        .unwrap_or_default()
+                ));
+            }
+            for group in run
+                .accounting
+                .fds
+                .iter()
+                .filter(|group| group.unaccounted > 0)
+            {
+                failures.push(format!(
+                    "{} {:?} fds unaccounted for after quiescence ({} at the baseline, {} after)",
+                    group.unaccounted, group.kind, group.before, group.after
                 ));
             }
             if run.quiesced_after_ms.is_none() {
                 failures.push(format!(
-                    "live tasks did not return to baseline + {LIVE_SLACK} within {:?}",
+                    "tasks and fds were not all accounted for within {:?}",
                     scale.quiesce_bound()
                 ));
-            }
-            match run.fd_delta {
-                Some(delta) if delta > FD_SLACK => {
-                    failures.push(format!("fd delta {delta} > slack {FD_SLACK}"));
-                }
-                None => failures.push("open fds could not be read".into()),
-                Some(_) => {}
             }
             if !run.final_probe_ok {
                 failures.push("final health probe failed".into());
@@ -240,7 +227,8 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                 }
             }
             if scenario == Scenario::CancelStorm {
-                let matched = run.cancels_matched as f64 / run.cancels_sent.max(1) as f64;
+                let matched = (run.cancels_matched + run.cancels_gone_before_abort) as f64
+                    / run.cancels_sent.max(1) as f64;
                 if matched < CANCEL_MATCH_MIN {
                     failures.push(format!(
                         "server reported the drain of {} of {} aborted requests (< {:.0}%)",
@@ -260,8 +248,8 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
             if run.detected_by.is_none() {
                 failures.push(format!(
                     "leak not caught: exit code {:?} after SIGTERM (expected {LEAK_EXIT_CODE}), \
-                     {} tasks stranded after quiescence (slack {LIVE_SLACK})",
-                    run.exit_code, run.stranded_tasks
+                     no task unaccounted for after quiescence",
+                    run.exit_code
                 ));
             }
             match &run.detected_site {
@@ -277,37 +265,6 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stranded_tasks_are_the_per_site_growth() {
-        let at = |line: u32, count: u64, label: Option<&str>| SiteCount {
-            site: crate::server::Site {
-                file: "server/src/x.rs".into(),
-                line,
-                column: 1,
-            },
-            count,
-            tasks: vec![crate::server::TaskEntry {
-                label: label.map(str::to_owned),
-            }],
-        };
-        let growth = stranded(
-            &[at(1, 3, None), at(2, 1, None)],
-            &[at(1, 2, None), at(2, 40, None), at(3, 5, None)],
-        );
-        assert_eq!(growth.tasks, 44);
-        assert_eq!(growth.top_site.as_deref(), Some("server/src/x.rs:2:1"));
-        assert_eq!(
-            stranded(&[at(1, 3, None)], &[at(1, 3, None)]),
-            Stranded::default()
-        );
-
-        // A request-scoped site that grew past the slack is named before a bigger one.
-        let request = stranded(&[], &[at(1, 60, None), at(2, 30, Some("req-1"))]);
-        assert_eq!(request.top_site.as_deref(), Some("server/src/x.rs:2:1"));
-        let small = stranded(&[], &[at(1, 60, None), at(2, LIVE_SLACK, Some("req-1"))]);
-        assert_eq!(small.top_site.as_deref(), Some("server/src/x.rs:1:1"));
-    }
 
     #[test]
     fn a_leaky_run_passes_only_with_a_server_site() {

@@ -38,6 +38,10 @@ const MAX_STDERR_BYTES: usize = 32 * 1024 * 1024;
 
 /// The `/metrics` line carrying the tracker's live task count (followed by the value).
 const LIVE_TASKS_METRIC: &str = "leakcheck_live_tasks ";
+/// The `/metrics` line carrying the pool's idle upstream connections.
+const UPSTREAM_IDLE_METRIC: &str = "leakcheck_server_upstream_idle_connections ";
+/// The `/metrics` line carrying the most requests the server held at once.
+const PEAK_IN_FLIGHT_METRIC: &str = "leakcheck_server_requests_in_flight_peak ";
 
 /// Where a running server can be reached; cheap to clone into sampling tasks.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +93,7 @@ struct Cancellations {
 #[derive(Deserialize)]
 struct Drained {
     request_id: String,
-    drained_at_unix_ns: u64,
+    drained_at_monotonic_ns: u64,
 }
 
 impl Endpoints {
@@ -125,12 +129,42 @@ impl Endpoints {
         self.snapshot_live_tasks().await
     }
 
+    /// Idle pooled upstream connections, as the server's pool counts them (`/metrics`).
+    pub async fn upstream_idle(&self) -> Result<u64> {
+        self.metric(UPSTREAM_IDLE_METRIC).await
+    }
+
+    /// The value of the `/metrics` line starting with `prefix` (name and a space).
+    async fn metric(&self, prefix: &str) -> Result<u64> {
+        let response = self.get("/metrics", ENDPOINT_DEADLINE).await?;
+        if response.head.status != 200 {
+            return Err(endpoint(
+                "/metrics",
+                format!("status {}", response.head.status),
+            ));
+        }
+        String::from_utf8_lossy(&response.body)
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .ok_or_else(|| endpoint("/metrics", format!("no {}", prefix.trim())))
+    }
+
     /// Live tracked tasks (`live` of `/debug/tasks`).
     pub async fn snapshot_live_tasks(&self) -> Result<u64> {
         let response = self.get("/debug/tasks", ENDPOINT_DEADLINE).await?;
         let snapshot: SnapshotHead = parse_json("/debug/tasks", &response)?;
         check_schema("/debug/tasks", snapshot.schema_version)?;
         Ok(snapshot.live)
+    }
+
+    /// Asks for `/debug/tasks` once with a patient deadline: the server's first snapshot loads
+    /// its debug info to symbolize spawn backtraces (seconds for a debug build on a busy
+    /// machine), which must not count against [`ENDPOINT_DEADLINE`] later.
+    pub async fn warm_symbolizer(&self) -> Result<()> {
+        let response = self.get("/debug/tasks", STARTUP_TIMEOUT).await?;
+        let _: SnapshotHead = parse_json("/debug/tasks", &response)?;
+        Ok(())
     }
 
     /// Live tracked tasks per spawn site (`sites` of `/debug/tasks`).
@@ -141,15 +175,22 @@ impl Endpoints {
         Ok(snapshot.sites)
     }
 
-    /// Request id → Unix ns at which its last labeled task ended (`/debug/cancellations`).
+    /// Request id → `CLOCK_MONOTONIC` ns at which it was gone: the later of its end (handler
+    /// or streamed body dropped) and the end of its last labeled task (`/debug/cancellations`).
     pub async fn cancellations(&self) -> Result<HashMap<String, u64>> {
         let response = self.get("/debug/cancellations", ENDPOINT_DEADLINE).await?;
         let cancellations: Cancellations = parse_json("/debug/cancellations", &response)?;
-        Ok(cancellations
-            .drained
-            .into_iter()
-            .map(|entry| (entry.request_id, entry.drained_at_unix_ns))
-            .collect())
+        let mut gone = HashMap::new();
+        for entry in cancellations.drained {
+            let at = gone.entry(entry.request_id).or_insert(0);
+            *at = entry.drained_at_monotonic_ns.max(*at);
+        }
+        Ok(gone)
+    }
+
+    /// Most requests the server held at once (`leakcheck_server_requests_in_flight_peak`).
+    pub async fn peak_in_flight(&self) -> Result<u64> {
+        self.metric(PEAK_IN_FLIGHT_METRIC).await
     }
 
     /// Open file descriptors of the server process, or `None` once it is gone.

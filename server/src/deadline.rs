@@ -1,0 +1,97 @@
+//! Whole-response deadlines that a route arms on its connection (`/stream`), enforced by the
+//! connection task.
+//!
+//! A body-level timer does not help against a client that reads a trickle: hyper only polls
+//! the body when the socket takes more bytes, and the write deadline is re-armed by every byte
+//! that does go out. So the deadline lives where nothing can block it: the connection task
+//! races hyper's connection future against it and drops the connection (and with it the
+//! response body and the request's tasks) when it passes.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The deadline of the response now being written on one connection (HTTP/1: one at a time).
+#[derive(Debug, Clone)]
+pub struct ResponseDeadline(Arc<watch::Sender<Option<Instant>>>);
+
+impl Default for ResponseDeadline {
+    fn default() -> Self {
+        ResponseDeadline(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+/// Disarms the deadline it was armed with when dropped (the response ended).
+#[derive(Debug)]
+pub struct ArmedDeadline(ResponseDeadline);
+
+impl Drop for ArmedDeadline {
+    fn drop(&mut self) {
+        self.0.0.send_replace(None);
+    }
+}
+
+impl ResponseDeadline {
+    /// Arms the deadline at `at` until the returned guard drops.
+    pub fn arm(&self, at: Instant) -> ArmedDeadline {
+        self.0.send_replace(Some(at));
+        ArmedDeadline(self.clone())
+    }
+
+    /// Resolves once an armed deadline passes; pending while none is armed.
+    pub async fn expired(&self) {
+        let mut armed = self.0.subscribe();
+        loop {
+            let at = *armed.borrow_and_update();
+            match at {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => return,
+                        _ = armed.changed() => {}
+                    }
+                }
+                // The sender lives as long as `self`, so `changed` only ends on a new value.
+                None => {
+                    let _ = armed.changed().await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_only_while_armed() {
+        let deadline = ResponseDeadline::default();
+        let idle = tokio::time::timeout(Duration::from_secs(3600), deadline.expired()).await;
+        assert!(idle.is_err(), "an unarmed deadline fired");
+
+        let guard = deadline.arm(Instant::now() + Duration::from_secs(5));
+        let started = Instant::now();
+        deadline.expired().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+
+        drop(guard);
+        let disarmed = tokio::time::timeout(Duration::from_secs(3600), deadline.expired()).await;
+        assert!(disarmed.is_err(), "a disarmed deadline fired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arming_while_waiting_starts_the_clock() {
+        let deadline = ResponseDeadline::default();
+        let waiter = tokio::spawn({
+            let deadline = deadline.clone();
+            async move { deadline.expired().await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _guard = deadline.arm(Instant::now() + Duration::from_secs(2));
+        let started = Instant::now();
+        waiter.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+}
