@@ -33,18 +33,31 @@
 //! }
 //! ```
 //!
-//! Spawn sites need tokio's hooks, which need `--cfg tokio_unstable`;
-//! add this to `.cargo/config.toml` (frame pointers make backtraces ~50×
-//! cheaper):
+//! Spawn sites need tokio's task hooks, which need `--cfg tokio_unstable`,
+//! and frame pointers make spawn backtraces ~50× cheaper. Run the suite with
+//! `cargo leakcheck test` (`cargo install leakcheck-cli`; `cargo leakcheck
+//! adopt` rewrites every `#[tokio::test]` for you): it adds both flags to the
+//! ones you already have, for the test build only, in its own target
+//! directory. Without the subcommand, extend the flags for that run only —
+//! not `[build] rustflags` in `.cargo/config.toml`, which also changes release
+//! builds and which a `RUSTFLAGS` set in CI silently replaces:
 //!
-//! ```toml
-//! [build]
-//! rustflags = ["--cfg", "tokio_unstable", "-C", "force-frame-pointers=yes"]
-//! rustdocflags = ["--cfg", "tokio_unstable"]
+//! ```sh
+//! RUSTFLAGS="${RUSTFLAGS:-} --cfg tokio_unstable -C force-frame-pointers=yes" \
+//! RUSTDOCFLAGS="${RUSTDOCFLAGS:-} --cfg tokio_unstable" \
+//! CARGO_TARGET_DIR=target/leakcheck cargo test
 //! ```
 //!
-//! Without it leakcheck still works but degrades to comparing the runtime's
-//! live task count (`num_alive_tasks`), and its reports say so.
+//! Under a plain `cargo test` (no `--cfg tokio_unstable`) leakcheck still
+//! works but degrades to comparing the runtime's live task count
+//! (`num_alive_tasks`), and its reports say so.
+//!
+//! # Features
+//! - `taskdump` (default): "parked at" traces from tokio's task dump in leak
+//!   reports. It switches on tokio's `taskdump` feature only where tokio has
+//!   it (Linux x86, x86_64, aarch64 and s390x, built with
+//!   `--cfg tokio_unstable`) and does nothing elsewhere, so a default build
+//!   never fails.
 //!
 //! # What counts as a leak
 //! Every task spawned during the scope (the test body, or the code between

@@ -182,8 +182,8 @@ pub struct LeakReport {
     pub stacks: Vec<Stack>,
 }
 
-/// What to add to `.cargo/config.toml` to get spawn sites.
-pub const TOKIO_UNSTABLE_HINT: &str = "add `[build] rustflags = [\"--cfg\", \"tokio_unstable\"]` to .cargo/config.toml (and the same under `rustdocflags`) to see each leaked task's spawn site";
+/// How to get spawn sites: run with tokio's hooks, for the test build only.
+pub const TOKIO_UNSTABLE_HINT: &str = "run the tests with `cargo leakcheck test` (`cargo install leakcheck-cli`), or add `--cfg tokio_unstable` to RUSTFLAGS for the test run, to see each leaked task's spawn site";
 
 impl LeakReport {
     /// The JSON form, pretty-printed.
