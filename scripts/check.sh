@@ -15,7 +15,7 @@ Runs the CI checks locally, in this order (all of them when no STEP is given):
   test            the tests with --cfg tokio_unstable (the .cargo/config.toml default):
                   cargo-nextest (profile from NEXTEST_PROFILE, default "default")
                   plus doctests when nextest is installed, cargo test otherwise
-  test-degraded   leakcheck's degraded-mode tests, built without --cfg tokio_unstable,
+  test-degraded   leakcheck's degraded-mode and attribute tests, built without --cfg tokio_unstable,
                   in a separate target directory so the two builds do not evict each other
 
 Environment:
@@ -68,7 +68,7 @@ step_test() {
 step_test_degraded() {
     local target_dir="${CARGO_TARGET_DIR:-target}/degraded"
     RUSTFLAGS="$DEGRADED_RUSTFLAGS" RUSTDOCFLAGS="" CARGO_TARGET_DIR="$target_dir" \
-        run cargo test -p leakcheck --test degraded
+        run cargo test -p leakcheck --test degraded --test attribute
 }
 
 main() {

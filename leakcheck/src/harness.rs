@@ -1,39 +1,44 @@
-//! What `#[leakcheck::test]` expands to: build the runtime exactly as
-//! `#[tokio::test]` would, with a tracker installed, run the body with panics
-//! caught, verify before the runtime is dropped (dropping it cancels leaked
-//! tasks and hides them), then fail, warn or pass.
+//! What `#[leakcheck::test]` expands to: take the runtime builder the
+//! generated code set up exactly as `#[tokio::test]` would, install a tracker,
+//! run the body with panics caught, verify before the runtime is dropped
+//! (dropping it cancels leaked tasks and hides them), then fail, warn or pass.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::process::{ExitCode, Termination};
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::report::LeakReport;
 use crate::settings::Mode;
 use crate::tracker::Tracker;
 use crate::verify::VerifyGuard;
 
-/// The runtime a test asked for.
+/// How long a runtime whose test leaked may take to shut down: leaked tasks
+/// may be stuck in blocking code and must not hang the test once the verdict
+/// is known.
+const LEAKED_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// The runtime a test asked for; the generated code has already created the
+/// builder for it, this says how to build it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     /// `flavor = "current_thread"` (the default, as in `#[tokio::test]`).
     CurrentThread,
     /// `flavor = "multi_thread"`.
     MultiThread,
-    /// `flavor = "local"`: a `LocalRuntime` (needs `--cfg tokio_unstable`).
+    /// `flavor = "local"`: a `LocalRuntime`.
     Local,
 }
 
-/// The attribute's arguments, validated at compile time.
+/// leakcheck's arguments of the attribute, validated at compile time (tokio's
+/// arguments are already applied to the builder passed to [`run_test`]).
 #[derive(Debug)]
 pub struct TestConfig {
     /// `module_path!()::test_name`.
     pub name: &'static str,
     /// Runtime flavor.
     pub flavor: Flavor,
-    /// `worker_threads`, multi-thread only.
-    pub worker_threads: Option<usize>,
-    /// `start_paused = true`.
-    pub start_paused: bool,
     /// `grace = "…"`, overriding the environment.
     pub grace: Option<Duration>,
     /// `ignore = "…"` patterns.
@@ -45,9 +50,19 @@ pub struct TestConfig {
     pub expects_panic: bool,
 }
 
-/// Runs a test body on a fresh tracked runtime and checks it leaked nothing.
+/// Runs a test body on a runtime built from `builder` with a [`Tracker`]
+/// installed, checks it leaked nothing, and returns the body's exit code.
+///
+/// The body's own failure always comes first: a panic is re-raised after the
+/// leak report is printed; a returned `Err` is reported (std's `Error: …`
+/// line) before the leak report, and its exit code fails the test as libtest
+/// would.
 #[track_caller]
-pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
+pub fn run_test<F>(config: TestConfig, mut builder: tokio::runtime::Builder, body: F) -> ExitCode
+where
+    F: Future,
+    F::Output: Termination,
+{
     let mut tracker = Tracker::builder();
     if let Some(grace) = config.grace {
         tracker = tracker.grace(grace);
@@ -56,17 +71,6 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
         tracker = tracker.mode(mode);
     }
     let tracker = tracker.build();
-    let mut builder = match config.flavor {
-        Flavor::CurrentThread | Flavor::Local => tokio::runtime::Builder::new_current_thread(),
-        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-    };
-    if let Some(workers) = config.worker_threads {
-        builder.worker_threads(workers);
-    }
-    builder.enable_all();
-    if config.start_paused {
-        builder.start_paused(true);
-    }
     tracker.install(&mut builder);
 
     let ignore = config.ignore.iter().map(|p| (*p).to_owned()).collect();
@@ -86,17 +90,25 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
         (outcome, guard.verify().await)
     };
     let (outcome, verdict) = match config.flavor {
-        Flavor::Local => run_local(&tracker, &mut builder, run),
-        _ => {
+        Flavor::Local => {
+            let runtime = builder
+                .build_local(tokio::runtime::LocalOptions::default())
+                .expect("leakcheck: failed to build the test's tokio LocalRuntime");
+            tracker.register(runtime.handle());
+            let result = runtime.block_on(run);
+            if result.1.is_err() {
+                runtime.shutdown_timeout(LEAKED_RUNTIME_SHUTDOWN);
+            }
+            result
+        }
+        Flavor::CurrentThread | Flavor::MultiThread => {
             let runtime = builder
                 .build()
                 .expect("leakcheck: failed to build the test's tokio runtime");
             tracker.register(runtime.handle());
             let result = runtime.block_on(run);
             if result.1.is_err() {
-                // Leaked tasks may be stuck in blocking code: do not let them
-                // hang the test after the verdict is known.
-                runtime.shutdown_timeout(Duration::from_secs(1));
+                runtime.shutdown_timeout(LEAKED_RUNTIME_SHUTDOWN);
             }
             result
         }
@@ -112,9 +124,10 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
         Some(report) => Err(report),
         None => Ok(()),
     };
-    match (outcome, verdict) {
-        (Err(panic), verdict) => {
-            // The body's own panic is the failure; leaks follow it as context.
+    let output = match outcome {
+        Ok(output) => output,
+        Err(panic) => {
+            // The panic message is already printed; leaks follow it as context.
             if let Err(report) = verdict {
                 if !config.expects_panic {
                     crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
@@ -123,39 +136,55 @@ pub fn run_test<F: Future>(config: TestConfig, body: F) -> F::Output {
             }
             resume_unwind(panic)
         }
-        (Ok(output), Ok(())) => output,
-        (Ok(output), Err(report)) => {
-            if !config.expects_panic {
-                crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
-            }
-            match tracker.mode() {
-                Mode::Fail => panic!("{report}"),
-                Mode::Warn => {
-                    eprintln!("{report}");
-                    output
-                }
-            }
+    };
+    // Prints `Error: …` for a failed body, before anything about leaks.
+    let code = output.report();
+    let Err(report) = verdict else {
+        return code;
+    };
+    if !config.expects_panic {
+        crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+    }
+    if report.degraded && (!config.ignore.is_empty() || !tracker.inner.ignore.is_empty()) {
+        eprintln!("{report}\n{}", unappliable_ignore_note(&report));
+        return code;
+    }
+    match tracker.mode() {
+        Mode::Fail => panic!("{report}"),
+        Mode::Warn => {
+            eprintln!("{report}");
+            code
         }
     }
 }
 
-#[cfg(tokio_unstable)]
-fn run_local<T: Future>(
-    tracker: &Tracker,
-    builder: &mut tokio::runtime::Builder,
-    run: T,
-) -> T::Output {
-    let runtime = builder
-        .build_local(tokio::runtime::LocalOptions::default())
-        .expect("leakcheck: failed to build the test's tokio LocalRuntime");
-    tracker.register(runtime.handle());
-    runtime.block_on(run)
+/// Why a count-only verdict does not fail a test with `ignore` patterns: the
+/// count cannot tell the tasks they cover from leaked ones.
+fn unappliable_ignore_note(report: &LeakReport) -> String {
+    format!(
+        "leakcheck: not failing `{}`: its `ignore` patterns need spawn sites, which count-only mode does not have, so the tasks counted above may all be ignored ones; build with `--cfg tokio_unstable` (for example `cargo leakcheck test`) to check them",
+        report.test
+    )
 }
 
+/// The attribute's switch on `--cfg tokio_unstable`, read where leakcheck
+/// (and so tokio, built with the same flags) is compiled: `require "message"`
+/// is a compile error without the cfg, `then { code }` is the code with it and
+/// nothing without. `unhandled_panic` calls a tokio API that exists only with
+/// the cfg.
+#[cfg(tokio_unstable)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tokio_unstable_only {
+    (require $message:literal) => {};
+    (then { $($code:tt)* }) => { $($code)* };
+}
+
+/// See the `tokio_unstable` version above.
 #[cfg(not(tokio_unstable))]
-fn run_local<T: Future>(_: &Tracker, _: &mut tokio::runtime::Builder, _: T) -> T::Output {
-    panic!(
-        "leakcheck: `flavor = \"local\"` needs tokio's LocalRuntime: {}",
-        crate::report::TOKIO_UNSTABLE_HINT
-    )
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tokio_unstable_only {
+    (require $message:literal) => { ::core::compile_error!($message); };
+    (then { $($code:tt)* }) => {};
 }

@@ -22,8 +22,9 @@
 //!
 //! # Use
 //! Replace `#[tokio::test]` with [`#[leakcheck::test]`](macro@test) (same
-//! arguments, plus `grace`, `ignore` and `mode`), or check a scope by hand with
-//! [`verify_none`] on a runtime built with a [`Tracker`] installed:
+//! arguments, plus `grace`, `ignore`, `mode` and `leakcheck_crate`), or check
+//! a scope by hand with [`verify_none`] on a runtime built with a [`Tracker`]
+//! installed:
 //!
 //! ```
 //! #[leakcheck::test]
@@ -136,6 +137,7 @@ mod capture;
 mod clock;
 mod collect;
 mod dump;
+mod duration;
 mod harness;
 mod label;
 mod manifest;
@@ -158,9 +160,10 @@ pub use report::{
     Frame, LeakReport, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
     TOKIO_UNSTABLE_HINT, TaskEntry,
 };
+pub use duration::parse_duration;
 pub use settings::{
     BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE,
-    IGNORE_SEPARATOR, Mode, SettingError, parse_duration,
+    IGNORE_SEPARATOR, Mode, SettingError,
 };
 pub use tracker::{Tracker, TrackerBuilder};
 pub use verify::{VerifyGuard, verify_none};
@@ -168,17 +171,45 @@ pub use verify::{VerifyGuard, verify_none};
 /// Runs an async test on a fresh tokio runtime with a [`Tracker`] installed
 /// and fails it if tasks it spawned outlive it.
 ///
-/// A drop-in for `#[tokio::test]`: it accepts the same arguments
-/// (`flavor = "current_thread" | "multi_thread" | "local"`, `worker_threads`,
-/// `start_paused`, `crate = "path::to::leakcheck"`) and adds:
-/// - `grace = "250ms"`: time tasks get to finish after the body returns;
+/// A drop-in for `#[tokio::test]`: it takes every argument of tokio's
+/// attribute, with the same meaning and the same compile errors —
+/// - `flavor = "current_thread"` (the default), `"multi_thread"` or `"local"`
+///   (a `LocalRuntime`, for `spawn_local`);
+/// - `worker_threads = 2` (`multi_thread` only);
+/// - `start_paused = true` (not `multi_thread`; needs tokio's `test-util`
+///   feature in your own dependencies, as with tokio);
+/// - `unhandled_panic = "ignore" | "shutdown_runtime"` (not `multi_thread`;
+///   needs `--cfg tokio_unstable`, as with tokio: a compile error without it);
+/// - `name = "…"`, the runtime's name (`Handle::name`);
+/// - `crate = "path::to::tokio"`, for a renamed or re-exported tokio (default:
+///   the tokio leakcheck itself uses, so your crate need not name it) —
+///
+/// and adds its own:
+/// - `grace = "250ms"`: time tasks get to finish after the body returns
+///   (checked at compile time, same syntax as `LEAKCHECK_GRACE`);
 /// - `ignore = "pattern"` (repeatable): tasks whose spawn-site path ends with
 ///   the pattern (`"conn.rs"`, `"src/conn.rs:88"`) or whose spawn backtrace
 ///   has a function starting with it (`"hyper_util::client"`) are not leaks;
-/// - `mode = "fail" | "warn"`.
+/// - `mode = "fail" | "warn"`;
+/// - `leakcheck_crate = "path::to::leakcheck"`, for a renamed or re-exported
+///   leakcheck.
 ///
-/// Bodies returning `()` or `Result<_, E: Debug>` work. A body that panics
-/// fails with its own panic; a leak report, if any, is printed after it.
+/// The body may return whatever a `#[test]` may (`()`, `Result<(), E: Debug>`,
+/// …), and its own failure always comes first: a panic fails the test with its
+/// own message, a returned `Err` is printed (`Error: …`) before any leak
+/// report follows.
+///
+/// It works beside `#[should_panic]` and `#[ignore]`, above or below
+/// `#[rstest]` (each case is checked on its own), and inside wrappers that
+/// take the test attribute as an argument: `#[test_log::test(leakcheck::test)]`.
+/// As with tokio, a second test attribute (`#[test]`, or a bare
+/// `#[test_log::test]` above it, which adds one) is a compile error that says
+/// so.
+///
+/// Without `--cfg tokio_unstable` (count-only mode) every argument is
+/// honoured, with one limit: `ignore` patterns need spawn sites, so a test
+/// with patterns whose count finds tasks left prints the report with a note
+/// saying so and is not failed.
 ///
 /// ```
 /// #[leakcheck::test(flavor = "multi_thread", worker_threads = 2, grace = "100ms")]
@@ -194,7 +225,9 @@ pub use leakcheck_macros::test;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__tokio_unstable_only as tokio_unstable_only;
     pub use crate::harness::{Flavor, TestConfig, run_test};
     pub use crate::settings::Mode;
     pub use std::time::Duration;
+    pub use tokio;
 }

@@ -145,7 +145,7 @@ fn table(
     })?;
     let grace = match raw.grace {
         None => None,
-        Some(text) => Some(crate::settings::parse_duration(&text).ok_or_else(|| {
+        Some(text) => Some(crate::duration::parse_duration(&text).ok_or_else(|| {
             problem(format!(
                 "grace = {text:?} is not valid: expected a duration such as `250ms`, `2s` or `0`"
             ))

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::duration::parse_duration;
 use crate::manifest::CrateSettings;
 
 /// How long a scope's tasks may keep running after its body returned:
@@ -218,40 +219,9 @@ pub(crate) fn parse_mode(value: &str) -> Option<Mode> {
     }
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100us`, `1m` or a bare `0`.
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if value == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "ns" => number / 1e9,
-        "us" | "µs" => number / 1e6,
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("250"), None);
-        assert_eq!(parse_duration("fast"), None);
-        assert_eq!(parse_duration("-1s"), None);
-    }
 
     #[test]
     fn env_errors_name_the_variable() {
