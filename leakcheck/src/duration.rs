@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn out_of_range_durations_are_rejected_not_wrapped() {
-        assert_eq!(parse_duration("99999999999999999999999999999999999999999s"), None);
+        assert_eq!(
+            parse_duration("99999999999999999999999999999999999999999s"),
+            None
+        );
         assert_eq!(parse_duration("18446744073709551616s"), None);
         assert_eq!(
             parse_duration("18446744073709551615s"),

@@ -185,6 +185,8 @@ macro_rules! __tokio_unstable_only {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __tokio_unstable_only {
-    (require $message:literal) => { ::core::compile_error!($message); };
+    (require $message:literal) => {
+        ::core::compile_error!($message);
+    };
     (then { $($code:tt)* }) => {};
 }

@@ -154,13 +154,13 @@ pub use baseline::{
     BASELINE_OUTCOME_DIR, BASELINE_SCHEMA_VERSION, Baseline, BaselineEntry, BaselineOutcome,
     DEFAULT_BASELINE_FILE, Screened,
 };
+pub use duration::parse_duration;
 pub use label::{Labeled, labeled};
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
     Frame, LeakReport, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
     TOKIO_UNSTABLE_HINT, TaskEntry,
 };
-pub use duration::parse_duration;
 pub use settings::{
     BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE,
     IGNORE_SEPARATOR, Mode, SettingError,

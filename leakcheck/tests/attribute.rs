@@ -14,7 +14,10 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 #[leakcheck::test]
 async fn default_flavor_is_current_thread() {
-    assert_eq!(Handle::current().runtime_flavor(), RuntimeFlavor::CurrentThread);
+    assert_eq!(
+        Handle::current().runtime_flavor(),
+        RuntimeFlavor::CurrentThread
+    );
 }
 
 #[leakcheck::test(flavor = "multi_thread", worker_threads = 3)]
@@ -27,7 +30,9 @@ async fn multi_thread_gets_its_worker_threads() {
 #[leakcheck::test(flavor = "local")]
 async fn local_flavor_runs_spawn_local() {
     let not_send = std::rc::Rc::new(5);
-    let value = tokio::task::spawn_local(async move { *not_send }).await.unwrap();
+    let value = tokio::task::spawn_local(async move { *not_send })
+        .await
+        .unwrap();
     assert_eq!(value, 5);
 }
 
@@ -77,7 +82,9 @@ mod reexport {
 }
 
 #[leakcheck::test(leakcheck_crate = "crate::reexport::checker", grace = "20ms")]
-#[should_panic(expected = "leakcheck: 1 leaked task in `attribute::leakcheck_crate_is_the_path_to_leakcheck`")]
+#[should_panic(
+    expected = "leakcheck: 1 leaked task in `attribute::leakcheck_crate_is_the_path_to_leakcheck`"
+)]
 async fn leakcheck_crate_is_the_path_to_leakcheck() {
     tokio::spawn(std::future::pending::<()>());
 }
@@ -155,7 +162,9 @@ mod rstest_cases {
     #[rstest]
     #[case::leaky(1)]
     #[leakcheck::test(grace = "20ms")]
-    #[should_panic(expected = "leakcheck: 1 leaked task in `attribute::rstest_cases::rstest_case_leak::case_1_leaky`")]
+    #[should_panic(
+        expected = "leakcheck: 1 leaked task in `attribute::rstest_cases::rstest_case_leak::case_1_leaky`"
+    )]
     async fn rstest_case_leak(#[case] tasks: u32) {
         for _ in 0..tasks {
             tokio::spawn(std::future::pending::<()>());
@@ -170,7 +179,9 @@ mod test_log_wrapper {
     }
 
     #[test_log::test(leakcheck::test(grace = "20ms"))]
-    #[should_panic(expected = "leakcheck: 1 leaked task in `attribute::test_log_wrapper::test_log_keeps_the_check`")]
+    #[should_panic(
+        expected = "leakcheck: 1 leaked task in `attribute::test_log_wrapper::test_log_keeps_the_check`"
+    )]
     async fn test_log_keeps_the_check() {
         tokio::spawn(std::future::pending::<()>());
     }

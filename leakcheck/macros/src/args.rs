@@ -28,10 +28,20 @@ impl Flavor {
             "current_thread" => Ok(Flavor::CurrentThread),
             "multi_thread" => Ok(Flavor::MultiThread),
             "local" => Ok(Flavor::Local),
-            "single_thread" => Err("The single threaded runtime flavor is called `current_thread`.".to_owned()),
-            "basic_scheduler" => Err("The `basic_scheduler` runtime flavor has been renamed to `current_thread`.".to_owned()),
-            "threaded_scheduler" => Err("The `threaded_scheduler` runtime flavor has been renamed to `multi_thread`.".to_owned()),
-            _ => Err(format!("No such runtime flavor `{value}`. The runtime flavors are `current_thread`, `local`, and `multi_thread`.")),
+            "single_thread" => {
+                Err("The single threaded runtime flavor is called `current_thread`.".to_owned())
+            }
+            "basic_scheduler" => Err(
+                "The `basic_scheduler` runtime flavor has been renamed to `current_thread`."
+                    .to_owned(),
+            ),
+            "threaded_scheduler" => Err(
+                "The `threaded_scheduler` runtime flavor has been renamed to `multi_thread`."
+                    .to_owned(),
+            ),
+            _ => Err(format!(
+                "No such runtime flavor `{value}`. The runtime flavors are `current_thread`, `local`, and `multi_thread`."
+            )),
         }
     }
 }
@@ -47,7 +57,9 @@ impl UnhandledPanic {
         match value {
             "ignore" => Ok(UnhandledPanic::Ignore),
             "shutdown_runtime" => Ok(UnhandledPanic::ShutdownRuntime),
-            _ => Err(format!("No such unhandled panic behavior `{value}`. The unhandled panic behaviors are `ignore` and `shutdown_runtime`.")),
+            _ => Err(format!(
+                "No such unhandled panic behavior `{value}`. The unhandled panic behaviors are `ignore` and `shutdown_runtime`."
+            )),
         }
     }
 }
@@ -226,8 +238,8 @@ impl Args {
                 self.ignore.push(pattern);
             }
             "mode" => {
-                let mode =
-                    Mode::parse(&string(lit, name)?).map_err(|message| syn::Error::new(span, message))?;
+                let mode = Mode::parse(&string(lit, name)?)
+                    .map_err(|message| syn::Error::new(span, message))?;
                 if self.mode.replace(mode).is_some() {
                     return Err(twice());
                 }
@@ -264,7 +276,10 @@ impl Args {
         if flavor == Flavor::MultiThread {
             for (option, span) in [
                 ("start_paused", self.start_paused.map(|(_, span)| span)),
-                ("unhandled_panic", self.unhandled_panic.map(|(_, span)| span)),
+                (
+                    "unhandled_panic",
+                    self.unhandled_panic.map(|(_, span)| span),
+                ),
             ] {
                 if let Some(span) = span {
                     return Err(syn::Error::new(
