@@ -48,6 +48,23 @@ pub struct TestConfig {
     /// The test is `#[should_panic]`: its leak report is an expected outcome,
     /// so it is not written to the report directory nor annotated.
     pub expects_panic: bool,
+    /// An attribute below `#[leakcheck::test]` (`#[rstest]`) turns the
+    /// function into several tests: each is named after libtest's name for
+    /// it, not the function's.
+    pub named_by_libtest: bool,
+}
+
+/// `crate::module::test`, unique per test so reports never overwrite each
+/// other. libtest runs each test on a thread named after the test (its path
+/// without the crate).
+fn test_name(config: &TestConfig) -> String {
+    if config.named_by_libtest {
+        if let Some(test) = std::thread::current().name() {
+            let krate = config.name.split("::").next().unwrap_or_default();
+            return format!("{krate}::{test}");
+        }
+    }
+    config.name.to_owned()
 }
 
 /// Runs a test body on a runtime built from `builder` with a [`Tracker`]
@@ -74,7 +91,7 @@ where
     tracker.install(&mut builder);
 
     let ignore = config.ignore.iter().map(|p| (*p).to_owned()).collect();
-    let name = config.name.to_owned();
+    let name = test_name(&config);
     let grace = tracker.grace();
     let run = async {
         let guard = VerifyGuard::for_tracker(&tracker, name, grace, ignore);
@@ -116,7 +133,7 @@ where
 
     let settings = &tracker.inner.settings;
     let verdict = match crate::baseline::apply(
-        config.name,
+        &test_name(&config),
         verdict.err(),
         settings.baseline.as_deref(),
         settings.report_dir.as_deref(),

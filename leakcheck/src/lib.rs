@@ -200,8 +200,9 @@ pub use verify::{VerifyGuard, verify_none};
 /// report follows.
 ///
 /// It works beside `#[should_panic]` and `#[ignore]`, above or below
-/// `#[rstest]` (each case is checked on its own), and inside wrappers that
-/// take the test attribute as an argument: `#[test_log::test(leakcheck::test)]`.
+/// `#[rstest]` (each case is checked, and reported, on its own), and inside
+/// wrappers that take the test attribute as an argument:
+/// `#[test_log::test(leakcheck::test)]`.
 /// As with tokio, a second test attribute (`#[test]`, or a bare
 /// `#[test_log::test]` above it, which adds one) is a compile error that says
 /// so.

@@ -159,6 +159,19 @@ mod rstest_cases {
         assert_eq!(tokio::spawn(async move { value }).await.unwrap(), 3);
     }
 
+    // Each case is its own test, and its report carries the case's name.
+    #[leakcheck::test(grace = "20ms")]
+    #[rstest]
+    #[case::leaky(1)]
+    #[should_panic(
+        expected = "leakcheck: 1 leaked task in `attribute::rstest_cases::rstest_below_leak::case_1_leaky`"
+    )]
+    async fn rstest_below_leak(#[case] tasks: u32) {
+        for _ in 0..tasks {
+            tokio::spawn(std::future::pending::<()>());
+        }
+    }
+
     #[rstest]
     #[case::leaky(1)]
     #[leakcheck::test(grace = "20ms")]

@@ -94,6 +94,14 @@ fn expand(args: &Args, function: ItemFn) -> TokenStream {
     // A test that expects to panic (often: to fail with a leak) must not
     // publish its report as a real failure.
     let expects_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
+    // `#[rstest]` below this attribute makes one test per case out of the
+    // function, all running this expansion.
+    let named_by_libtest = attrs.iter().any(|a| {
+        a.path()
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "rstest")
+    });
 
     let output_type = match &sig.output {
         ReturnType::Default => quote!(()),
@@ -113,7 +121,7 @@ fn expand(args: &Args, function: ItemFn) -> TokenStream {
 
     let checks = checks(args, &lc);
     let builder = builder(args, &lc, &tokio);
-    let config = config(args, &lc, &sig.ident, expects_panic);
+    let config = config(args, &lc, &sig.ident, expects_panic, named_by_libtest);
     let run = quote! { #lc::__private::run_test(#config, builder, body) };
     let finish = if returns_unit {
         quote! { let _: ::std::process::ExitCode = #run; }
@@ -220,7 +228,13 @@ fn respanned(tokens: TokenStream, span: Span) -> TokenStream {
 }
 
 /// leakcheck's part: what to check and how to fail.
-fn config(args: &Args, lc: &syn::Path, name: &syn::Ident, expects_panic: bool) -> TokenStream {
+fn config(
+    args: &Args,
+    lc: &syn::Path,
+    name: &syn::Ident,
+    expects_panic: bool,
+    named_by_libtest: bool,
+) -> TokenStream {
     let flavor = match args.flavor() {
         Flavor::CurrentThread => quote!(CurrentThread),
         Flavor::MultiThread => quote!(MultiThread),
@@ -248,6 +262,7 @@ fn config(args: &Args, lc: &syn::Path, name: &syn::Ident, expects_panic: bool) -
             ignore: &[#(#ignore),*],
             mode: #mode,
             expects_panic: #expects_panic,
+            named_by_libtest: #named_by_libtest,
         }
     }
 }
