@@ -123,3 +123,59 @@ fn a_report_and_a_snapshot_do_not_compare() {
         &["cannot diff snapshots/before.json (snapshot) with clean/server__tests__no_leak.json (leak_report)"],
     );
 }
+
+#[test]
+fn count_only_reports_compare_by_count() {
+    let run = run(&[
+        "diff",
+        "--fail-on-new",
+        "clean/server__tests__no_leak.json",
+        "reports/server__tests__degraded_build.json",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "spawn site unknown (reports built without --cfg tokio_unstable): 0 → 2 tasks, appeared\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    let same = crate::support::run(&[
+        "diff",
+        "--fail-on-new",
+        "--fail-on-growth",
+        "reports/server__tests__degraded_build.json",
+        "reports/server__tests__degraded_build.json",
+    ]);
+    assert_eq!(same.code, 0, "{}", same.stdout);
+    assert!(
+        same.stdout.contains("2 → 2 tasks, unchanged\n"),
+        "{}",
+        same.stdout
+    );
+}
+
+#[test]
+fn report_directories_compare_in_json_with_per_test_changes() {
+    let run = run(&["diff", "--json", "clean", "reports"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let diff: Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    assert_eq!(diff["compared"], "leak_report");
+    assert_eq!(diff["before"]["documents"], 1);
+    assert_eq!(diff["after"]["documents"], 3);
+    let newly: Vec<&str> = diff["tests"]["newly_leaking"]
+        .as_array()
+        .expect("newly_leaking")
+        .iter()
+        .map(|t| t["test"].as_str().expect("test"))
+        .collect();
+    assert_eq!(
+        newly,
+        [
+            "server::tests::accept_loop_leaks",
+            "server::tests::degraded_build",
+            "server::tests::pool_idle_reaper"
+        ]
+    );
+    assert_eq!(diff["count_only"]["after"], 2);
+}
