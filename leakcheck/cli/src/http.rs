@@ -33,7 +33,7 @@ pub struct ClientOptions {
     pub ca_cert: Option<PathBuf>,
 }
 
-/// A client for one URL, reusing its connection between requests.
+/// A client for one URL; every request opens a fresh connection.
 #[derive(Debug)]
 pub struct Client {
     agent: Agent,
@@ -64,6 +64,9 @@ impl Client {
             .http_status_as_error(false)
             // /debug/tasks does not move; a redirect elsewhere is refused, not followed.
             .max_redirects(0)
+            // A kept-alive connection would be a long-lived task of the very
+            // service `watch` samples, ageing at its connection spawn site.
+            .max_idle_connections(0)
             .user_agent(concat!("leakcheck/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build()

@@ -1,4 +1,5 @@
-//! Small text helpers shared by the table outputs: counts, ages, aligned columns.
+//! Small text helpers shared by the table outputs: counts, ages, aligned
+//! columns. Hand-written: four columns of plain text need no table crate.
 
 /// `1 task`, `3 tasks`.
 pub fn count(n: usize, singular: &str) -> String {

@@ -55,10 +55,15 @@ fn trickle(address: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
     })
 }
 
-#[test]
-fn watch_flags_the_detached_request_task_of_a_buggy_server() {
-    let scratch = Scratch::new("watch-bug");
-    let server = start(vec![Bug::DetachedRequestTask]);
+/// What one `leakcheck watch` of a server under a steady trickle of `/work`
+/// requests printed, and whether the server leaked at shutdown.
+struct Watched {
+    run: crate::support::Run,
+    leaked_at_shutdown: bool,
+}
+
+fn watch_under_load(bugs: Vec<Bug>, extra: &[&str]) -> Watched {
+    let server = start(bugs);
     let address = server.bound().http;
     // The first /debug/tasks loads this (debug) binary's symbols, which
     // takes seconds; the watch below should sample a warm server.
@@ -73,10 +78,10 @@ fn watch_flags_the_detached_request_task_of_a_buggy_server() {
     assert_eq!(warm_up.code, 0, "{}", warm_up.stderr);
     let stop = Arc::new(AtomicBool::new(false));
     let load = trickle(address, Arc::clone(&stop));
-    let page = scratch.join("watch.html");
-    let watch = run(&[
+    let url = format!("http://{address}");
+    let mut args = vec![
         "watch",
-        &format!("http://{address}"),
+        url.as_str(),
         "--every",
         "200ms",
         "--for",
@@ -84,31 +89,66 @@ fn watch_flags_the_detached_request_task_of_a_buggy_server() {
         "--window",
         "4",
         "--fail-on-growth",
-        "-o",
-        &page,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let watch = run(&args);
     stop.store(true, Ordering::Relaxed);
     let answered = load.join().expect("load thread");
     let outcome = server.shutdown().expect("server ran");
     assert!(answered > 10, "only {answered} requests answered");
-    assert!(outcome.leaks.is_some(), "the bug leaks at shutdown too");
+    Watched {
+        run: watch,
+        leaked_at_shutdown: outcome.leaks.is_some(),
+    }
+}
+
+#[test]
+fn watch_flags_the_detached_request_task_of_a_buggy_server() {
+    let scratch = Scratch::new("watch-bug");
+    let page = scratch.join("watch.html");
+    let Watched {
+        run: watch,
+        leaked_at_shutdown,
+    } = watch_under_load(vec![Bug::DetachedRequestTask], &["-o", &page]);
+    assert!(leaked_at_shutdown, "the bug leaks at shutdown too");
 
     assert_eq!(watch.code, 1, "{}{}", watch.stdout, watch.stderr);
-    let flagged = watch
+    let flagged: Vec<&str> = watch
         .stdout
         .lines()
-        .find(|line| line.starts_with("leakcheck watch: growing: server/src/routes.rs:"))
-        .unwrap_or_else(|| panic!("the keeper site is not flagged:\n{}", watch.stdout));
-    assert!(flagged.contains("start_lease_keeper"), "{flagged}");
-    assert!(flagged.contains("over 4 samples"), "{flagged}");
+        .filter(|line| line.starts_with("leakcheck watch: growing: "))
+        .collect();
+    assert_eq!(flagged.len(), 1, "only the keeper grows: {}", watch.stdout);
     assert!(
-        watch.stdout.contains("kept growing:"),
+        flagged[0].starts_with("leakcheck watch: growing: server/src/routes.rs:"),
+        "{}",
+        flagged[0]
+    );
+    assert!(flagged[0].contains("start_lease_keeper"), "{}", flagged[0]);
+    assert!(flagged[0].contains("over 4 samples"), "{}", flagged[0]);
+    assert!(
+        watch.stdout.contains("1 spawn site kept growing:"),
         "closing table: {}",
         watch.stdout
     );
     let html = std::fs::read_to_string(&page).expect("page written");
     assert!(html.contains("<polyline class=\"live\""), "{html}");
     assert!(html.contains("<strong>growing</strong>"), "{html}");
+}
+
+#[test]
+fn watch_flags_nothing_on_the_server_with_every_defense() {
+    let Watched {
+        run: watch,
+        leaked_at_shutdown,
+    } = watch_under_load(Vec::new(), &[]);
+    assert!(!leaked_at_shutdown);
+    assert_eq!(watch.code, 0, "{}{}", watch.stdout, watch.stderr);
+    assert!(
+        watch.stdout.ends_with("no spawn site kept growing\n"),
+        "{}",
+        watch.stdout
+    );
 }
 
 #[test]
