@@ -1,4 +1,5 @@
-//! `scripts/bisect-leaks.sh`, run against a stand-in test binary.
+//! `scripts/bisect-leaks.sh`, run against a stand-in test binary, and
+//! `scripts/check.sh` against the CI workflow that calls it.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,4 +36,54 @@ fn bisect_lists_tests_that_leak_by_report_or_by_message() {
     );
     assert!(stdout.contains("leaking tests:\n  tests::leaks\n  tests::warns\n"));
     assert!(Path::new(&keep).join("reports/tests__leaks.json").is_file());
+}
+
+fn repository_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Every `scripts/check.sh STEP...` the workflow runs.
+fn workflow_steps(workflow: &str) -> Vec<String> {
+    workflow
+        .lines()
+        .filter_map(|line| line.split_once("scripts/check.sh "))
+        .flat_map(|(_, rest)| rest.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn ci_runs_its_checks_through_check_sh_and_check_sh_runs_them_all() {
+    let workflow = repository_file(".github/workflows/ci.yml");
+    let check = repository_file("scripts/check.sh");
+    let default_steps: Vec<&str> = check
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("steps=("))
+        .and_then(|steps| steps.strip_suffix(')'))
+        .expect("check.sh lists its default steps")
+        .split_whitespace()
+        .collect();
+    let in_ci = workflow_steps(&workflow);
+    assert!(in_ci.len() >= 8, "{in_ci:?}");
+    for step in &in_ci {
+        assert!(
+            check.contains(&format!("            {step}) step_")),
+            "ci.yml runs `scripts/check.sh {step}`, which check.sh does not know"
+        );
+        // The gate needs main's reports, so only CI (or a person who has them) runs it.
+        if step != "leak-gate" {
+            assert!(
+                default_steps.contains(&step.as_str()),
+                "`scripts/check.sh` alone skips `{step}`, which CI runs"
+            );
+        }
+    }
+    for step in &default_steps {
+        assert!(
+            in_ci.iter().any(|s| s == step),
+            "check.sh runs `{step}` by default but no CI job does"
+        );
+    }
 }
