@@ -14,6 +14,7 @@ pub mod error;
 pub mod faults;
 pub mod history;
 pub mod http;
+pub mod limits;
 pub mod measure;
 pub mod report;
 pub mod scenarios;

@@ -82,6 +82,16 @@ async fn campaign(args: Args) -> ExitCode {
         Ok(out) => out,
         Err(error) => return harness_error(&error),
     };
+    // Client sockets of the biggest storm, plus room for everything else.
+    let needed = scenarios::CANCEL_STORM_CLIENTS.0 as u64 + 1_024;
+    match chaos::limits::raise_open_files() {
+        Ok(limit) if limit >= needed => {}
+        Ok(limit) => eprintln!(
+            "chaos: open-file limit {limit} (hard limit) is below the {needed} the cancel storm needs; \
+             raise it (ulimit -Hn) or expect cancel-storm to fail"
+        ),
+        Err(error) => eprintln!("chaos: {error}"),
+    }
     let building = Instant::now();
     let binary = match server::server_binary() {
         Ok(binary) => binary,

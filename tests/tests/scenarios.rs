@@ -59,6 +59,8 @@ macro_rules! scenario_tests {
 scenario_tests! {
     cancel_storm_fixed: Scenario::CancelStorm, Mode::Fixed;
     cancel_storm_leaky: Scenario::CancelStorm, Mode::Leaky;
+    cancel_waves_fixed: Scenario::CancelWaves, Mode::Fixed;
+    cancel_waves_leaky: Scenario::CancelWaves, Mode::Leaky;
     tls_stall_fixed: Scenario::TlsStall, Mode::Fixed;
     tls_stall_leaky: Scenario::TlsStall, Mode::Leaky;
     dns_hang_fixed: Scenario::DnsHang, Mode::Fixed;

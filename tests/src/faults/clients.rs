@@ -182,7 +182,7 @@ pub async fn connect_with_receive_buffer(
     tokio_socket.connect(addr).await
 }
 
-/// Lets go of `stream` in `style` and returns the wall-clock time of the abort (Unix ns).
+/// Lets go of `stream` in `style` and returns the time of the abort (`CLOCK_MONOTONIC` ns).
 pub fn abort(stream: TcpStream, style: AbortStyle) -> u64 {
     if style == AbortStyle::Rst {
         // Failing to set the option leaves an orderly close, which is still an abort.

@@ -1,206 +1,129 @@
-//! cancel-storm: waves of clients that abort mid-request on `/stream` and `/proxy` (half with
-//! a FIN, half with a RST); each abort's time is kept to measure cancel propagation. Meanwhile
-//! a nemesis, on its own clock, cycles the upstream proxy through toxiproxy's toxics.
+//! cancel-storm: thousands of requests held in flight at the same moment, then aborted
+//! together (half with a FIN, half with a RST), each abort timed on the monotonic clock the
+//! server stamps `/debug/cancellations` with.
+//!
+//! Every client connects and sends a request the server keeps open — a `/stream` that sends
+//! one small chunk a second (held once its head arrived) or a `/work` whose children sleep
+//! for a minute — and hands its socket back. Once the server's own in-flight gauge shows them
+//! all, one loop closes every socket, as fast as the client can.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::{CLIENT_DEADLINE, StormContext, request_id_prefix};
+use super::{CANCEL_STORM_CLIENTS, CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
 use crate::error::Result;
 use crate::faults::clients::{AbortStyle, abort};
-use crate::faults::proxy::{Toxic, ToxicSpec};
-use crate::history::{History, Outcome};
+use crate::history::Outcome;
 use crate::http;
 
-/// Upstream latency injected by the proxy, so `/proxy` requests are still in flight when aborted.
-const UPSTREAM_LATENCY: Duration = Duration::from_millis(150);
-
-/// A long stream of small chunks: the response is still going when the client aborts.
-const STREAM_PATH: &str = "/stream?chunks=2000&interval_ms=5&size=256";
-
-#[derive(Debug, Clone)]
-struct Client {
-    request_id: String,
-    path: &'static str,
-    style: AbortStyle,
-    /// How long the client stays after its request is under way (for `/stream`, after the
-    /// response head).
-    hold: Duration,
-}
+/// A stream that lasts minutes at one 16-byte chunk a second: held by its body.
+const STREAM_PATH: &str = "/stream?chunks=100000&interval_ms=1000&size=16";
+/// Two children sleeping a minute: held by its handler, before any response head.
+const WORK_PATH: &str = "/work?children=2&ms=60000";
+/// Longest wait for the server's gauge to show every held request.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+/// Connects per second while the clients line up (the listen backlog takes about 1,000).
+const CONNECTS_PER_SECOND: usize = 2_500;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let (clients, wave) = ctx.scale.pick((5_000, 250), (120, 40));
+    let clients = ctx
+        .scale
+        .pick(CANCEL_STORM_CLIENTS.0, CANCEL_STORM_CLIENTS.1);
     let mut rng = StdRng::seed_from_u64(ctx.seed);
-    let prefix = request_id_prefix(ctx.seed);
-    let plan: Vec<Client> = (0..clients)
-        .map(|index| {
-            let stream = rng.random_bool(0.5);
-            Client {
-                request_id: format!("{prefix}{index}"),
-                path: if stream { STREAM_PATH } else { "/proxy" },
-                style: if rng.random_bool(0.5) {
-                    AbortStyle::Fin
-                } else {
-                    AbortStyle::Rst
-                },
-                hold: if stream {
-                    Duration::from_millis(rng.random_range(0..20))
-                } else {
-                    Duration::from_millis(rng.random_range(10..60))
-                },
-            }
+    let plan: Vec<(&'static str, AbortStyle)> = (0..clients)
+        .map(|_| {
+            let path = if rng.random_bool(0.5) {
+                STREAM_PATH
+            } else {
+                WORK_PATH
+            };
+            let style = if rng.random_bool(0.5) {
+                AbortStyle::Fin
+            } else {
+                AbortStyle::Rst
+            };
+            (path, style)
         })
         .collect();
-    let waves = run_waves(ctx, &plan, wave, &mut rng);
-    let nemesis = nemesis(ctx, StdRng::seed_from_u64(ctx.seed ^ NEMESIS_SEED));
-    tokio::select! {
-        () = waves => {}
-        () = nemesis => {}
+    let prefix = request_id_prefix(ctx.seed);
+    let addr = ctx.endpoints.http;
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let batch = (CONNECTS_PER_SECOND / 10).max(1);
+    open_loop(clients, batch, Duration::from_millis(100), |index| {
+        let history = std::sync::Arc::clone(&ctx.history);
+        let held = held.clone();
+        let request_id = format!("{prefix}{index}");
+        let (path, style) = plan[index];
+        async move {
+            match tokio::time::timeout(CLIENT_DEADLINE, hold(addr, path, &request_id)).await {
+                Ok(Some(stream)) => {
+                    let _ = held.send((request_id, stream, style));
+                }
+                _ => history.record(Outcome::Fail),
+            }
+        }
+    })
+    .await;
+    drop(held);
+    let mut streams = Vec::with_capacity(clients);
+    while let Some(entry) = holding.recv().await {
+        streams.push(entry);
     }
+    let in_flight = wait_for_in_flight(ctx, streams.len() as u64).await;
+    ctx.progress.say(&format!(
+        "{} of {clients} requests held; the server counts {in_flight} in flight; aborting them together",
+        streams.len()
+    ));
+    let started = Instant::now();
+    for (request_id, stream, style) in streams {
+        let at = abort(stream, style);
+        ctx.history.record_abort(request_id, at);
+        ctx.history.record(Outcome::Info);
+    }
+    ctx.progress.say(&format!(
+        "aborts sent in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
     Ok(())
 }
 
-/// Mixed into the run's seed for the nemesis' own random choices.
-const NEMESIS_SEED: u64 = 0x006E_656D_6573_6973;
-/// How long each toxic set stays on.
-const NEMESIS_PERIOD: Duration = Duration::from_millis(300);
-
-/// The toxic sets the nemesis cycles through, in a seeded order. Every set keeps `/proxy`
-/// requests in flight long enough to be aborted (latency, a blackhole or a slow link); some
-/// also break them first (a cut response, a reset, a cut request): those end `fail`.
-fn toxic_sets() -> Vec<Vec<ToxicSpec>> {
-    let latency = ToxicSpec::downstream(Toxic::Latency {
-        latency: UPSTREAM_LATENCY,
-        jitter: Duration::from_millis(20),
-    });
-    vec![
-        vec![
-            latency,
-            ToxicSpec::downstream(Toxic::Slicer {
-                average_size: 64,
-                size_variation: 32,
-                delay: Duration::from_millis(1),
-            }),
-        ],
-        vec![
-            latency,
-            ToxicSpec::downstream(Toxic::Bandwidth {
-                bytes_per_sec: 4_096,
-            }),
-        ],
-        vec![
-            latency,
-            ToxicSpec::downstream(Toxic::SlowClose {
-                delay: Duration::from_millis(200),
-            }),
-        ],
-        vec![
-            latency,
-            ToxicSpec::downstream(Toxic::LimitData { bytes: 40 }),
-        ],
-        vec![ToxicSpec::upstream(Toxic::Timeout {
-            after: Duration::ZERO,
-        })],
-        vec![
-            ToxicSpec::upstream(Toxic::Bandwidth { bytes_per_sec: 512 }),
-            ToxicSpec::downstream(Toxic::ResetPeer {
-                after: Duration::from_millis(100),
-            }),
-        ],
-        vec![latency, ToxicSpec::upstream(Toxic::LimitData { bytes: 16 })],
-    ]
+/// Sends the request and returns the socket once the server holds it: the response head
+/// for a stream, the request written for `/work` (the gauge confirms it).
+async fn hold(addr: SocketAddr, path: &str, request_id: &str) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let request = http::get_request(path, &[("x-request-id", request_id)]);
+    stream.write_all(&request).await.ok()?;
+    if path == STREAM_PATH {
+        let mut buffered = Vec::new();
+        let head = http::read_head(&mut stream, &mut buffered).await.ok()?;
+        (head.status == 200).then_some(())?;
+    }
+    Some(stream)
 }
 
-/// Switches the proxy's toxics every [`NEMESIS_PERIOD`] until dropped (the storm's end),
-/// going through every set once per cycle in a seeded order.
-async fn nemesis(ctx: &StormContext<'_>, mut rng: StdRng) {
-    let mut sets = toxic_sets();
+/// Polls the server's in-flight gauge until it shows `held` requests (or
+/// [`IN_FLIGHT_WAIT`] passes); returns the last reading.
+async fn wait_for_in_flight(ctx: &StormContext<'_>, held: u64) -> u64 {
+    let deadline = Instant::now() + IN_FLIGHT_WAIT;
     loop {
-        sets.shuffle(&mut rng);
-        for set in &sets {
-            ctx.env.proxy.set_toxics(set.clone());
-            tokio::time::sleep(NEMESIS_PERIOD).await;
+        // The request asking is in flight too.
+        let now = ctx
+            .endpoints
+            .in_flight()
+            .await
+            .unwrap_or(0)
+            .saturating_sub(1);
+        if now >= held || Instant::now() >= deadline {
+            return now;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn run_waves(ctx: &StormContext<'_>, plan: &[Client], wave: usize, rng: &mut StdRng) {
-    for (number, wave_clients) in plan.chunks(wave).enumerate() {
-        let mut running = JoinSet::new();
-        for client in wave_clients {
-            // Spread the wave's starts over ~WAVE_SPREAD: aborts then arrive as a stream (about
-            // 1,000 per second), not one burst that would measure the run queue instead.
-            let start = Duration::from_micros(rand_start(rng));
-            running.spawn(run_client(
-                ctx.endpoints.http,
-                client.clone(),
-                start,
-                Arc::clone(&ctx.history),
-            ));
-        }
-        while running.join_next().await.is_some() {}
-        let counts = ctx.history.counts();
-        ctx.progress.say(&format!(
-            "wave {}/{}: {} aborted, {} ok, {} failed so far",
-            number + 1,
-            plan.len().div_ceil(wave),
-            counts.info,
-            counts.ok,
-            counts.fail
-        ));
-    }
-}
-
-/// Time over which one wave's clients start.
-const WAVE_SPREAD: Duration = Duration::from_millis(250);
-
-fn rand_start(rng: &mut StdRng) -> u64 {
-    rng.random_range(0..WAVE_SPREAD.as_micros() as u64)
-}
-
-async fn run_client(addr: SocketAddr, client: Client, start: Duration, history: Arc<History>) {
-    tokio::time::sleep(start).await;
-    let outcome = tokio::time::timeout(CLIENT_DEADLINE, exchange(addr, &client, &history))
-        .await
-        .unwrap_or(Outcome::Info);
-    history.record(outcome);
-}
-
-async fn exchange(addr: SocketAddr, client: &Client, history: &History) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return Outcome::Fail;
-    };
-    let request = http::get_request(client.path, &[("x-request-id", &client.request_id)]);
-    if stream.write_all(&request).await.is_err() {
-        return Outcome::Fail;
-    }
-    let mut buffered = Vec::new();
-    if client.path == STREAM_PATH {
-        match http::read_head(&mut stream, &mut buffered).await {
-            Ok(head) if head.status == 200 => tokio::time::sleep(client.hold).await,
-            _ => return Outcome::Fail,
-        }
-    } else {
-        tokio::select! {
-            () = tokio::time::sleep(client.hold) => {}
-            head = http::read_head(&mut stream, &mut buffered) => {
-                // Answered before the client gave up: nothing was cancelled.
-                return match head {
-                    Ok(head) if head.status == 200 => Outcome::Ok,
-                    _ => Outcome::Fail,
-                };
-            }
-        }
-    }
-    let at = abort(stream, client.style);
-    history.record_abort(client.request_id.clone(), at);
-    Outcome::Info
 }

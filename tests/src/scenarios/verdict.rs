@@ -4,7 +4,10 @@
 use serde::Serialize;
 
 use super::accounting::Accounting;
-use super::{CANCEL_MATCH_MIN, CANCEL_P99_LIMIT_MS, Mode, PROBE_P99_LIMIT_MS, Scale, Scenario};
+use super::{
+    CANCEL_MATCH_MIN, CANCEL_P99_LIMIT_MS, CANCEL_STORM_CLIENTS, Mode, PROBE_P99_LIMIT_MS, Scale,
+    Scenario,
+};
 use crate::error::Error;
 use crate::history::Counts;
 use crate::measure::Timeline;
@@ -227,6 +230,21 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                 }
             }
             if scenario == Scenario::CancelStorm {
+                let clients = scale.pick(CANCEL_STORM_CLIENTS.0, CANCEL_STORM_CLIENTS.1) as u64;
+                if run.cancels_sent < clients {
+                    failures.push(format!(
+                        "{} aborts sent, fewer than the {clients} requests the storm holds at once",
+                        run.cancels_sent
+                    ));
+                }
+                match run.peak_in_flight {
+                    Some(peak) if peak >= clients => {}
+                    peak => failures.push(format!(
+                        "the server held at most {peak:?} requests at once (expected {clients})"
+                    )),
+                }
+            }
+            if matches!(scenario, Scenario::CancelStorm | Scenario::CancelWaves) {
                 let matched = (run.cancels_matched + run.cancels_gone_before_abort) as f64
                     / run.cancels_sent.max(1) as f64;
                 if matched < CANCEL_MATCH_MIN {

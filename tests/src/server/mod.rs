@@ -40,6 +40,8 @@ const MAX_STDERR_BYTES: usize = 32 * 1024 * 1024;
 const LIVE_TASKS_METRIC: &str = "leakcheck_live_tasks ";
 /// The `/metrics` line carrying the pool's idle upstream connections.
 const UPSTREAM_IDLE_METRIC: &str = "leakcheck_server_upstream_idle_connections ";
+/// The `/metrics` line carrying the requests the server holds now.
+const IN_FLIGHT_METRIC: &str = "leakcheck_server_requests_in_flight ";
 /// The `/metrics` line carrying the most requests the server held at once.
 const PEAK_IN_FLIGHT_METRIC: &str = "leakcheck_server_requests_in_flight_peak ";
 
@@ -186,6 +188,11 @@ impl Endpoints {
             *at = entry.drained_at_monotonic_ns.max(*at);
         }
         Ok(gone)
+    }
+
+    /// Requests the server holds now (`leakcheck_server_requests_in_flight`).
+    pub async fn in_flight(&self) -> Result<u64> {
+        self.metric(IN_FLIGHT_METRIC).await
     }
 
     /// Most requests the server held at once (`leakcheck_server_requests_in_flight_peak`).
