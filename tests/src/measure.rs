@@ -1,5 +1,10 @@
 //! Measurements of a running server on a timeline: health-probe latency, live tasks and open
 //! fds sampled in the background, phase marks, quiescence, and latency percentiles.
+//!
+//! The probes avoid coordinated omission: they go out on a fixed schedule (one HTTP and one
+//! HTTPS probe every [`PROBE_INTERVAL`]), each on its own task whether or not earlier ones
+//! returned, and each latency runs from the probe's intended send time. A one-second stall
+//! then shows up as twenty slow probes per scheme, not one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +15,9 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::server::Endpoints;
+use crate::server::{Endpoints, ServerTls};
 
-/// Time between two health probes.
+/// Time between two health probes of one scheme.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Time between two samples of live tasks and open fds.
 pub const RESOURCE_INTERVAL: Duration = Duration::from_millis(200);
@@ -55,13 +60,74 @@ impl Latencies {
     }
 }
 
+/// Which port a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS, handshake included.
+    Https,
+}
+
 /// One probe on the timeline.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ProbePoint {
-    /// Milliseconds since the run started.
+    /// Milliseconds since the run started, at the probe's intended send time.
     pub at_ms: u64,
-    /// Latency in ms; `None` when the probe failed.
+    /// Which port it asked.
+    pub scheme: Scheme,
+    /// Latency from the intended send time, in ms; `None` when the probe failed.
     pub latency_ms: Option<f64>,
+}
+
+/// Probe latencies of one scheme during the storm.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProbeStats {
+    /// Probes sent while counted.
+    pub sent: u64,
+    /// Probes that failed or passed [`PROBE_DEADLINE`] (counted at the deadline).
+    pub failures: u64,
+    /// Median latency from the intended send time.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// 99.9th percentile.
+    pub p999_ms: Option<f64>,
+    /// Slowest.
+    pub max_ms: Option<f64>,
+}
+
+impl ProbeStats {
+    fn of(latencies: &Latencies, failures: u64) -> Self {
+        ProbeStats {
+            sent: latencies.len(),
+            failures,
+            p50_ms: latencies.quantile_ms(0.5),
+            p99_ms: latencies.quantile_ms(0.99),
+            p999_ms: latencies.quantile_ms(0.999),
+            max_ms: latencies.quantile_ms(1.0),
+        }
+    }
+}
+
+/// Health-probe latency over both ports.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProbeSummary {
+    /// `GET /healthz` over HTTP.
+    pub http: ProbeStats,
+    /// `GET /healthz` over HTTPS on a fresh TLS connection.
+    pub https: ProbeStats,
+}
+
+impl ProbeSummary {
+    /// The worse p99 of the two schemes.
+    pub fn worst_p99_ms(&self) -> Option<f64> {
+        match (self.http.p99_ms, self.https.p99_ms) {
+            (Some(http), Some(https)) => Some(http.max(https)),
+            (one, other) => one.or(other),
+        }
+    }
 }
 
 /// One resource sample on the timeline.
@@ -118,8 +184,8 @@ impl Timeline {
 #[derive(Debug, Default)]
 struct Recorded {
     timeline: Timeline,
-    probe_latencies: Latencies,
-    probe_failures: u64,
+    http: (Latencies, u64),
+    https: (Latencies, u64),
 }
 
 /// Samples a server in the background until stopped.
@@ -140,15 +206,14 @@ pub struct Sampled {
     /// The timeline.
     pub timeline: Timeline,
     /// Latencies of the probes counted in the storm (see [`Sampler::count_probes`]).
-    pub probe_latencies: Latencies,
-    /// Probes that failed or passed [`PROBE_DEADLINE`] while counted.
-    pub probe_failures: u64,
+    pub probes: ProbeSummary,
 }
 
 impl Sampler {
-    /// Starts probing `/healthz` every [`PROBE_INTERVAL`] and sampling live tasks and fds every
-    /// [`RESOURCE_INTERVAL`]; times are relative to `origin`.
-    pub fn start(endpoints: Endpoints, origin: Instant) -> Self {
+    /// Starts probing `/healthz` over HTTP and HTTPS (trusting `tls`) every
+    /// [`PROBE_INTERVAL`] and sampling live tasks and fds every [`RESOURCE_INTERVAL`]; times
+    /// are relative to `origin`.
+    pub fn start(endpoints: Endpoints, tls: ServerTls, origin: Instant) -> Self {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let probing = Arc::new(Mutex::new(false));
         let gate = Arc::new(tokio::sync::RwLock::new(()));
@@ -157,28 +222,29 @@ impl Sampler {
             let probing = Arc::clone(&probing);
             let gate = Arc::clone(&gate);
             tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(PROBE_INTERVAL);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Dropped with this task, so stopping the sampler stops the probes in flight.
+                let mut in_flight = tokio::task::JoinSet::new();
+                let mut intended = Instant::now();
                 loop {
-                    ticks.tick().await;
-                    let _out = gate.read().await;
-                    let at_ms = millis_since(origin);
-                    let latency = endpoints.probe(PROBE_DEADLINE).await.ok();
-                    let counted = *probing.lock();
-                    let mut recorded = recorded.lock();
-                    recorded.timeline.probes.push(ProbePoint {
-                        at_ms,
-                        latency_ms: latency.map(|latency| latency.as_secs_f64() * 1000.0),
-                    });
-                    if counted {
-                        match latency {
-                            Some(latency) => recorded.probe_latencies.record(latency),
-                            None => {
-                                recorded.probe_failures += 1;
-                                recorded.probe_latencies.record(PROBE_DEADLINE);
-                            }
+                    tokio::time::sleep_until(intended).await;
+                    while in_flight.try_join_next().is_some() {}
+                    // While the sampler is quiet the probes of this slot are skipped, not delayed.
+                    if let Ok(out) = Arc::clone(&gate).try_read_owned() {
+                        let out = Arc::new(out);
+                        for scheme in [Scheme::Http, Scheme::Https] {
+                            in_flight.spawn(probe(
+                                endpoints,
+                                tls.clone(),
+                                scheme,
+                                intended,
+                                origin,
+                                Arc::clone(&out),
+                                Arc::clone(&probing),
+                                Arc::clone(&recorded),
+                            ));
                         }
                     }
+                    intended += PROBE_INTERVAL;
                 }
             })
         };
@@ -241,8 +307,10 @@ impl Sampler {
         let recorded = self.recorded.lock();
         Sampled {
             timeline: recorded.timeline.clone(),
-            probe_latencies: recorded.probe_latencies.clone(),
-            probe_failures: recorded.probe_failures,
+            probes: ProbeSummary {
+                http: ProbeStats::of(&recorded.http.0, recorded.http.1),
+                https: ProbeStats::of(&recorded.https.0, recorded.https.1),
+            },
         }
     }
 }
@@ -251,6 +319,46 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// One probe due at `intended`: its latency runs from then, however late it really left.
+#[allow(clippy::too_many_arguments)]
+async fn probe(
+    endpoints: Endpoints,
+    tls: ServerTls,
+    scheme: Scheme,
+    intended: Instant,
+    origin: Instant,
+    _out: Arc<tokio::sync::OwnedRwLockReadGuard<()>>,
+    probing: Arc<Mutex<bool>>,
+    recorded: Arc<Mutex<Recorded>>,
+) {
+    let answered = match scheme {
+        Scheme::Http => endpoints.probe(PROBE_DEADLINE).await.map(drop),
+        Scheme::Https => endpoints.probe_tls(&tls, PROBE_DEADLINE).await,
+    };
+    let latency = answered.ok().map(|()| intended.elapsed());
+    let counted = *probing.lock();
+    let mut recorded = recorded.lock();
+    recorded.timeline.probes.push(ProbePoint {
+        at_ms: u64::try_from(intended.saturating_duration_since(origin).as_millis())
+            .unwrap_or(u64::MAX),
+        scheme,
+        latency_ms: latency.map(|latency| latency.as_secs_f64() * 1000.0),
+    });
+    if counted {
+        let (latencies, failures) = match scheme {
+            Scheme::Http => &mut recorded.http,
+            Scheme::Https => &mut recorded.https,
+        };
+        match latency {
+            Some(latency) => latencies.record(latency),
+            None => {
+                *failures += 1;
+                latencies.record(PROBE_DEADLINE.max(intended.elapsed()));
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::measure::Timeline;
+use crate::measure::{Scheme, Timeline};
 use crate::scenarios::{Detection, RunResult};
 
 /// The summary file's format version.
@@ -20,7 +20,8 @@ struct Summary<'a> {
     passed: bool,
     duration_ms: u64,
     /// Each run carries the required fields (`name`, `mode`, `passed`, `requests`,
-    /// `leaked_tasks`, `fd_delta`, `probe_p99_ms`, `cancel_p99_ms`, `detected_site`) and the rest.
+    /// `leaked_tasks`, `fd_delta`, `probe`, `cancel_p99_ms`, `peak_in_flight`, `detected_site`)
+    /// and the rest.
     scenarios: &'a [RunResult],
 }
 
@@ -57,7 +58,7 @@ pub fn scoreboard(runs: &[RunResult]) -> String {
             run.stranded_tasks,
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
-            ms(run.probe_p99_ms),
+            ms(run.probe.worst_p99_ms()),
             ms(run.cancel_p99_ms),
             if run.passed { "PASS" } else { "FAIL" },
             detected(run),
@@ -171,7 +172,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             run.stranded_tasks,
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
-            ms(run.probe_p99_ms),
+            ms(run.probe.worst_p99_ms()),
             ms(run.cancel_p99_ms),
             escape(&detected(run)),
             name = run.name,
@@ -185,7 +186,8 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
         let _ = write!(
             page,
             "<section id=\"{name}-{mode}\"><h2>{name} / {mode}</h2><p>seed <code>{}</code>; leaky twin: <code>--bug {}</code>; \
-             live tasks {} → peak {} → {}; open fds {} → peak {} → {}; probe p50/p99 {}/{}; cancel p50/p99 {}/{} \
+             live tasks {} → peak {} → {}; open fds {} → peak {} → {}; requests in flight at most {}; \
+             probes (from intended send time) http p50/p99/p99.9/max {}, https {}; cancel p50/p99 {}/{} \
              ({} of {} aborts matched); quiesced {}; exit code {}; run {:.1} s.</p>",
             run.seed,
             run.bug,
@@ -195,8 +197,9 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             opt(run.open_fds.before),
             opt(run.open_fds.peak),
             opt(run.open_fds.after),
-            ms(run.probe_p50_ms),
-            ms(run.probe_p99_ms),
+            opt(run.peak_in_flight),
+            percentiles(&run.probe.http),
+            percentiles(&run.probe.https),
             ms(run.cancel_p50_ms),
             ms(run.cancel_p99_ms),
             run.cancels_matched,
@@ -223,6 +226,18 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
     page
 }
 
+fn percentiles(stats: &crate::measure::ProbeStats) -> String {
+    format!(
+        "{}/{}/{}/{} ({} sent, {} failed)",
+        ms(stats.p50_ms),
+        ms(stats.p99_ms),
+        ms(stats.p999_ms),
+        ms(stats.max_ms),
+        stats.sent,
+        stats.failures
+    )
+}
+
 fn opt(value: Option<u64>) -> String {
     value.map_or_else(|| "?".into(), |v| v.to_string())
 }
@@ -242,7 +257,8 @@ const MARGIN_RIGHT: f64 = 20.0;
 /// One chart panel: its label, its line colour and its points (time, value or gap).
 type Panel = (&'static str, &'static str, Vec<(u64, Option<f64>)>);
 
-/// Three stacked panels sharing the time axis: live tasks, open fds, probe latency; phase
+/// Four stacked panels sharing the time axis: live tasks, open fds, HTTP and HTTPS probe
+/// latency (from intended send times); phase
 /// marks as dashed vertical lines.
 pub fn timeline_svg(timeline: &Timeline) -> String {
     let end_ms = timeline
@@ -265,7 +281,15 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
     let x = |at: u64| {
         MARGIN_LEFT + (at as f64 - start_ms) / span * (CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT)
     };
-    let panels: [Panel; 3] = [
+    let probes = |scheme: Scheme| -> Vec<(u64, Option<f64>)> {
+        timeline
+            .probes
+            .iter()
+            .filter(|p| p.scheme == scheme)
+            .map(|p| (p.at_ms, p.latency_ms))
+            .collect()
+    };
+    let panels: [Panel; 4] = [
         (
             "live tasks",
             "#1f77b4",
@@ -284,17 +308,10 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
                 .map(|r| (r.at_ms, r.open_fds.map(|v| v as f64)))
                 .collect(),
         ),
-        (
-            "probe ms",
-            "#d62728",
-            timeline
-                .probes
-                .iter()
-                .map(|p| (p.at_ms, p.latency_ms))
-                .collect(),
-        ),
+        ("http probe ms", "#d62728", probes(Scheme::Http)),
+        ("https probe ms", "#9467bd", probes(Scheme::Https)),
     ];
-    let height = PANEL_HEIGHT * 3.0 + 40.0;
+    let height = PANEL_HEIGHT * panels.len() as f64 + 40.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{height}\" \
          viewBox=\"0 0 {CHART_WIDTH} {height}\" font-size=\"11\" font-family=\"sans-serif\">"
@@ -341,7 +358,7 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
                 }
                 None => {
                     pen_down = false;
-                    if *label == "probe ms" {
+                    if label.ends_with("probe ms") {
                         let _ = write!(
                             svg,
                             "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{1}\" stroke=\"#b00\"/>",
@@ -367,7 +384,7 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
     }
     // Phases often come close together (heal, quiesced, sigterm): labels take turns on
     // three rows so they do not overprint.
-    let axis_y = PANEL_HEIGHT * 3.0 + 5.0;
+    let axis_y = PANEL_HEIGHT * panels.len() as f64 + 5.0;
     for (index, phase) in timeline.phases.iter().enumerate() {
         let _ = write!(
             svg,
@@ -391,21 +408,24 @@ pub fn timeline_svg(timeline: &Timeline) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::{Phase, ProbePoint, ResourcePoint};
+    use crate::measure::{Phase, ProbePoint, ResourcePoint, Scheme};
 
     #[test]
     fn the_chart_is_inline_svg_with_every_panel_and_phase() {
         let timeline = Timeline {
             probes: vec![
                 ProbePoint {
+                    scheme: Scheme::Http,
                     at_ms: 0,
                     latency_ms: Some(1.0),
                 },
                 ProbePoint {
+                    scheme: Scheme::Http,
                     at_ms: 50,
                     latency_ms: None,
                 },
                 ProbePoint {
+                    scheme: Scheme::Http,
                     at_ms: 100,
                     latency_ms: Some(3.0),
                 },
@@ -441,7 +461,8 @@ mod tests {
         for label in [
             "live tasks",
             "open fds",
-            "probe ms",
+            "http probe ms",
+            "https probe ms",
             ">storm<",
             ">heal<",
             "max 500",

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::faults::dns::FakeDns;
 use crate::faults::proxy::FaultProxy;
 use crate::faults::upstream::Upstream;
+use crate::server::ServerTls;
 
 /// The fault environment of one run: a fake DNS server resolving [`UPSTREAM_HOST`] to
 /// 127.0.0.1, an upstream, and a fault proxy in front of it (the server's `--upstream`).
@@ -64,7 +65,12 @@ impl Environment {
     }
 }
 
-pub(super) fn server_args(scenario: Scenario, mode: Mode, env: &Environment) -> Vec<String> {
+pub(super) fn server_args(
+    scenario: Scenario,
+    mode: Mode,
+    env: &Environment,
+    tls: &ServerTls,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         ("--listen", "127.0.0.1:0".to_owned()),
         ("--tls-listen", "127.0.0.1:0".to_owned()),
@@ -83,6 +89,8 @@ pub(super) fn server_args(scenario: Scenario, mode: Mode, env: &Environment) -> 
         ("--max-connections", MAX_CONNECTIONS.to_string()),
         ("--upstream", env.upstream_url(scenario)),
         ("--dns-server", env.dns.addr().to_string()),
+        ("--cert", tls.cert.display().to_string()),
+        ("--key", tls.key.display().to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_owned(), value])

@@ -17,7 +17,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::history::{History, Outcome};
 use crate::measure::{self, Latencies, PROBE_DEADLINE, Sampler};
-use crate::server::{Endpoints, ServerProcess};
+use crate::server::{Endpoints, ServerProcess, ServerTls};
 
 /// What a storm gets to work with.
 #[derive(Debug)]
@@ -84,7 +84,8 @@ pub async fn run(
         scenario.name(),
         mode.name()
     ));
-    let args = server_args(scenario, mode, &env);
+    let tls = ServerTls::create(out_dir)?;
+    let args = server_args(scenario, mode, &env, &tls);
     progress.say(&format!(
         "seed {seed}; starting {} {}",
         binary.display(),
@@ -92,7 +93,7 @@ pub async fn run(
     ));
     let server = ServerProcess::start(binary, &args, &leak_report).await?;
     let stderr = server.stderr_log();
-    let driven = drive(plan, origin, server, env, progress).await;
+    let driven = drive(plan, origin, server, env, tls, progress).await;
     if driven.is_err() {
         progress.say(&format!("server stderr (tail):\n{}", stderr.tail(20)));
     }
@@ -105,6 +106,7 @@ async fn drive(
     origin: Instant,
     server: ServerProcess,
     env: Environment,
+    tls: ServerTls,
     progress: &Progress,
 ) -> Result<RunResult> {
     let RunPlan {
@@ -130,7 +132,7 @@ async fn drive(
         show(fds_before)
     ));
 
-    let sampler = Sampler::start(endpoints, origin);
+    let sampler = Sampler::start(endpoints, tls, origin);
     let history = Arc::new(History::default());
     let ctx = StormContext {
         endpoints,
@@ -301,9 +303,7 @@ async fn drive(
         fd_delta: fds_before
             .zip(fds_after)
             .map(|(before, after)| after as i64 - before as i64),
-        probe_p50_ms: sampled.probe_latencies.quantile_ms(0.5),
-        probe_p99_ms: sampled.probe_latencies.quantile_ms(0.99),
-        probe_failures: sampled.probe_failures,
+        probe: sampled.probes,
         cancel_p50_ms: cancel.quantile_ms(0.5),
         cancel_p99_ms: cancel.quantile_ms(0.99),
         cancels_sent: aborts.len() as u64,

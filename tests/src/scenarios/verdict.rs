@@ -10,7 +10,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::history::Counts;
-use crate::measure::Timeline;
+use crate::measure::{ProbeStats, ProbeSummary, Timeline};
 use crate::server::LEAK_EXIT_CODE;
 
 /// Everything measured in one run, and the verdict.
@@ -54,12 +54,9 @@ pub struct RunResult {
     pub open_fds: BeforePeakAfter,
     /// Open fds after quiescence minus the baseline.
     pub fd_delta: Option<i64>,
-    /// Health-probe latency during the storm, p50.
-    pub probe_p50_ms: Option<f64>,
-    /// Health-probe latency during the storm, p99.
-    pub probe_p99_ms: Option<f64>,
-    /// Probes that failed (or took over a second) during the storm.
-    pub probe_failures: u64,
+    /// Health-probe latency during the storm over HTTP and HTTPS, from each probe's intended
+    /// send time on a constant-rate schedule (no coordinated omission).
+    pub probe: ProbeSummary,
     /// Client abort → last task of that request ended, p50.
     pub cancel_p50_ms: Option<f64>,
     /// Client abort → last task of that request ended, p99.
@@ -146,9 +143,7 @@ impl RunResult {
             live_tasks: BeforePeakAfter::default(),
             open_fds: BeforePeakAfter::default(),
             fd_delta: None,
-            probe_p50_ms: None,
-            probe_p99_ms: None,
-            probe_failures: 0,
+            probe: ProbeSummary::default(),
             cancel_p50_ms: None,
             cancel_p99_ms: None,
             cancels_sent: 0,
@@ -221,12 +216,8 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                 failures.push("final health probe failed".into());
             }
             if scale == Scale::Campaign {
-                match run.probe_p99_ms {
-                    Some(p99) if p99 >= PROBE_P99_LIMIT_MS => {
-                        failures.push(format!("probe p99 {p99:.1} ms >= {PROBE_P99_LIMIT_MS} ms"));
-                    }
-                    None => failures.push("no health probe during the storm".into()),
-                    Some(_) => {}
+                for (scheme, stats) in [("http", &run.probe.http), ("https", &run.probe.https)] {
+                    judge_probes(scheme, stats, &mut failures);
                 }
             }
             if scenario == Scenario::CancelStorm {
@@ -278,6 +269,16 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
         }
     }
     failures
+}
+
+fn judge_probes(scheme: &str, stats: &ProbeStats, failures: &mut Vec<String>) {
+    match stats.p99_ms {
+        Some(p99) if p99 >= PROBE_P99_LIMIT_MS => failures.push(format!(
+            "{scheme} probe p99 {p99:.1} ms >= {PROBE_P99_LIMIT_MS} ms (from intended send times)"
+        )),
+        None => failures.push(format!("no {scheme} health probe during the storm")),
+        Some(_) => {}
+    }
 }
 
 #[cfg(test)]

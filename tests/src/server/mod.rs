@@ -3,6 +3,7 @@
 
 mod binary;
 mod leak_report;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use leak_report::SCHEMA_VERSION;
 pub use leak_report::{LeakReport, Site, SiteGroup, TaskEntry};
 use parking_lot::Mutex;
 use serde::Deserialize;
+pub use tls::ServerTls;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -110,6 +112,33 @@ impl Endpoints {
             ));
         }
         Ok(started.elapsed())
+    }
+
+    /// `GET /healthz` over HTTPS on a fresh connection (handshake included), verifying the
+    /// server's certificate with `tls`; the whole exchange bounded by `deadline`.
+    pub async fn probe_tls(&self, tls: &ServerTls, deadline: Duration) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(self.https).await?;
+            stream.set_nodelay(true)?;
+            let mut stream = tls
+                .connector
+                .connect(ServerTls::server_name(), stream)
+                .await?;
+            stream
+                .write_all(&http::get_request("/healthz", &[]))
+                .await?;
+            let mut buffered = Vec::new();
+            let head = http::read_head(&mut stream, &mut buffered).await?;
+            http::read_body(&mut stream, &head, buffered).await?;
+            Ok::<_, std::io::Error>(head.status)
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(Ok(200)) => Ok(()),
+            Ok(Ok(status)) => Err(endpoint("https /healthz", format!("status {status}"))),
+            Ok(Err(error)) => Err(endpoint("https /healthz", error.to_string())),
+            Err(_) => Err(endpoint("https /healthz", "timed out".to_owned())),
+        }
     }
 
     /// Live tracked tasks: `leakcheck_live_tasks` of `/metrics` — the tracker's count, as
