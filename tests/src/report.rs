@@ -87,11 +87,15 @@ pub fn failure_details(runs: &[RunResult]) -> String {
 
 /// The detected site and which view of the tracker named it, or `-`.
 fn detected(run: &RunResult) -> String {
-    match (&run.detected_site, run.detected_by) {
+    let named = match (&run.detected_site, run.detected_by) {
         (Some(site), Some(Detection::ShutdownVerification)) => format!("{site} (shutdown report)"),
         (Some(site), Some(Detection::LiveSnapshot)) => format!("{site} (live snapshot)"),
         (Some(site), None) => site.clone(),
         (None, _) => "-".into(),
+    };
+    match &run.stuck_at {
+        Some(stuck) => format!("{named}, stuck at {stuck}"),
+        None => named,
     }
 }
 

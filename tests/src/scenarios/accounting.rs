@@ -370,6 +370,7 @@ mod tests {
                 .iter()
                 .map(|label| TaskEntry {
                     label: label.map(str::to_owned),
+                    parked_at: None,
                 })
                 .collect(),
         }

@@ -289,6 +289,10 @@ async fn drive(
         unaccounted_fds: accounting.unaccounted_fds(),
         accounting,
         detected_site,
+        stuck_at: shutdown
+            .leak_report
+            .as_ref()
+            .and_then(crate::server::LeakReport::stuck_at),
         detected_by,
         live_tasks: BeforePeakAfter {
             before: live_before,

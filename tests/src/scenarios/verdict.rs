@@ -46,6 +46,9 @@ pub struct RunResult {
     /// The spawn site of the leak: the shutdown report's top site, or else the unaccounted
     /// task group to name (see [`Accounting::top_unaccounted`]).
     pub detected_site: Option<String>,
+    /// Where most leaked tasks are parked (`file:line`, the innermost server frame of the
+    /// shutdown report's task dump); `None` without a report or a dump.
+    pub stuck_at: Option<String>,
     /// Which leakcheck view named `detected_site`.
     pub detected_by: Option<Detection>,
     /// Live tasks at the baseline, at the peak, after quiescence.
@@ -139,6 +142,7 @@ impl RunResult {
             unaccounted_fds: 0,
             accounting: Accounting::default(),
             detected_site: None,
+            stuck_at: None,
             detected_by: None,
             live_tasks: BeforePeakAfter::default(),
             open_fds: BeforePeakAfter::default(),
