@@ -130,11 +130,13 @@ pub async fn half_close_after_request(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "half-closed request timed out"))?
 }
 
-/// A client with a tiny receive buffer that asks for `path` and then reads `read_size` bytes
-/// every `read_interval`, until the server closes or `deadline` passes.
+/// A client with a tiny receive buffer that asks for `path` (with `x-request-id: request_id`)
+/// and then reads `read_size` bytes every `read_interval`, until the server closes or
+/// `deadline` passes.
 pub async fn slow_reader(
     addr: SocketAddr,
     path: &str,
+    request_id: &str,
     receive_buffer: usize,
     read_size: usize,
     read_interval: Duration,
@@ -142,7 +144,9 @@ pub async fn slow_reader(
 ) -> io::Result<Held> {
     let started = Instant::now();
     let mut stream = connect_with_receive_buffer(addr, receive_buffer).await?;
-    stream.write_all(&http::get_request(path, &[])).await?;
+    stream
+        .write_all(&http::get_request(path, &[("x-request-id", request_id)]))
+        .await?;
     let mut buf = vec![0u8; read_size.max(1)];
     let mut received = Vec::new();
     loop {
@@ -363,6 +367,7 @@ mod tests {
         let held = slow_reader(
             addr,
             "/stream",
+            "slow-1",
             2048,
             16,
             Duration::from_millis(100),

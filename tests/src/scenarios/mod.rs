@@ -137,6 +137,16 @@ impl Scenario {
         }
     }
 
+    /// Whether the leaky twin's leaked tasks run on behalf of the clients' requests (and so
+    /// must carry the request ids the clients sent); otherwise they are connection or shared
+    /// infrastructure tasks, which must carry none.
+    pub fn leaks_request_tasks(self) -> bool {
+        matches!(
+            self,
+            Scenario::CancelStorm | Scenario::CancelWaves | Scenario::SlowReader | Scenario::Panic
+        )
+    }
+
     fn pool_size(self) -> usize {
         match self {
             Scenario::PoolExhaustion => 4,

@@ -285,6 +285,17 @@ async fn drive(
         outcomes: counts,
         leaked_tasks,
         leaked_with_our_request_ids,
+        unaccounted_with_our_request_ids: accounting
+            .tasks
+            .iter()
+            .filter(|group| {
+                group
+                    .label
+                    .as_deref()
+                    .is_some_and(|label| label.starts_with(&our_prefix))
+            })
+            .map(|group| group.unaccounted)
+            .sum(),
         stranded_tasks: accounting.unaccounted_tasks(),
         unaccounted_fds: accounting.unaccounted_fds(),
         accounting,

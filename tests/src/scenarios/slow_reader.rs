@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{StormContext, open_loop};
+use super::{StormContext, open_loop, request_id_prefix};
 use crate::error::Result;
 use crate::faults::clients::{Held, slow_reader};
 use crate::history::Outcome;
@@ -27,12 +27,15 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     let clients = ctx.scale.pick(100, 20);
     let reading = Duration::from_millis(600);
     let addr = ctx.endpoints.http;
-    open_loop(clients, 5, Duration::from_millis(100), |_| {
+    let prefix = request_id_prefix(ctx.seed);
+    open_loop(clients, 5, Duration::from_millis(100), |index| {
         let history = Arc::clone(&ctx.history);
+        let request_id = format!("{prefix}{index}");
         async move {
             let held = slow_reader(
                 addr,
                 STREAM_PATH,
+                &request_id,
                 RECEIVE_BUFFER,
                 READ_SIZE,
                 READ_INTERVAL,

@@ -36,6 +36,8 @@ pub struct RunResult {
     pub leaked_tasks: u64,
     /// Leaked tasks labeled with a request id this run sent.
     pub leaked_with_our_request_ids: u64,
+    /// Unaccounted tasks after quiescence labeled with a request id this run sent.
+    pub unaccounted_with_our_request_ids: u64,
     /// Tasks alive after quiescence above the baseline that the allow-list does not account
     /// for (see [`Accounting`]).
     pub stranded_tasks: u64,
@@ -138,6 +140,7 @@ impl RunResult {
             outcomes: Counts::default(),
             leaked_tasks: 0,
             leaked_with_our_request_ids: 0,
+            unaccounted_with_our_request_ids: 0,
             stranded_tasks: 0,
             unaccounted_fds: 0,
             accounting: Accounting::default(),
@@ -265,6 +268,17 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                     run.exit_code
                 ));
             }
+            let ours = run.leaked_with_our_request_ids + run.unaccounted_with_our_request_ids;
+            if scenario.leaks_request_tasks() && ours == 0 && run.detected_by.is_some() {
+                failures
+                    .push("the leaked tasks carry none of the request ids the clients sent".into());
+            }
+            if !scenario.leaks_request_tasks() && ours > 0 {
+                failures.push(format!(
+                    "{ours} leaked connection or shared tasks carry a client's request id \
+                     (they must be spawned under their own label or none)"
+                ));
+            }
             match &run.detected_site {
                 Some(site) if site.starts_with("server/") => {}
                 Some(site) => failures.push(format!("named site {site} is not in server code")),
@@ -308,5 +322,26 @@ mod tests {
         run.detected_site = None;
         run.detected_by = None;
         assert_eq!(judge(Scenario::TlsStall, Scale::Campaign, &run).len(), 2);
+    }
+
+    #[test]
+    fn request_scoped_leaks_must_carry_the_clients_request_ids() {
+        let mut run = RunResult::harness_failure(
+            Scenario::Panic,
+            Mode::Leaky,
+            1,
+            &Error::ServerStart("unused".into()),
+        );
+        run.detected_site = Some("server/src/routes.rs:10:5".into());
+        run.detected_by = Some(Detection::LiveSnapshot);
+        let failures = judge(Scenario::Panic, Scale::Smoke, &run);
+        assert!(
+            failures.iter().any(|failure| failure.contains("request ids")),
+            "{failures:?}"
+        );
+        run.unaccounted_with_our_request_ids = 3;
+        assert!(judge(Scenario::Panic, Scale::Smoke, &run).is_empty());
+        // A connection leak that carries a request id is mislabeled.
+        assert!(!judge(Scenario::Slowloris, Scale::Smoke, &run).is_empty());
     }
 }
