@@ -2,7 +2,11 @@
 //!
 //! `ok` — the operation completed as a client would want; `fail` — it definitely did not
 //! (an error status, a refused or closed connection); `info` — the client gave up and cannot
-//! know what the server did (it aborted, or its own deadline passed first).
+//! know what the server did (it aborted, or its own deadline passed first). Every operation
+//! is also classified (`/proxy 503`, `closed by the server`…), so a verdict can say which
+//! outcomes a scenario expects and flag any other.
+
+use std::collections::BTreeMap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +26,7 @@ pub enum Outcome {
 }
 
 /// Totals of a history.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Operations that completed.
     pub ok: u64,
@@ -30,6 +34,8 @@ pub struct Counts {
     pub fail: u64,
     /// Operations whose fate the client does not know.
     pub info: u64,
+    /// Operations by class.
+    pub classes: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -54,13 +60,15 @@ pub struct History {
     ok: AtomicU64,
     fail: AtomicU64,
     info: AtomicU64,
+    classes: Mutex<BTreeMap<String, u64>>,
     aborts: Mutex<Vec<Abort>>,
     parked: Mutex<Vec<TcpStream>>,
 }
 
 impl History {
-    /// Records how one operation ended.
-    pub fn record(&self, outcome: Outcome) {
+    /// Records how one operation ended, and its class.
+    pub fn record(&self, outcome: Outcome, class: &str) {
+        *self.classes.lock().entry(class.to_owned()).or_default() += 1;
         let counter = match outcome {
             Outcome::Ok => &self.ok,
             Outcome::Fail => &self.fail,
@@ -99,6 +107,7 @@ impl History {
             ok: self.ok.load(Ordering::Relaxed),
             fail: self.fail.load(Ordering::Relaxed),
             info: self.info.load(Ordering::Relaxed),
+            classes: self.classes.lock().clone(),
         }
     }
 
@@ -138,16 +147,20 @@ mod tests {
     #[test]
     fn counts_each_outcome_once() {
         let history = History::default();
-        history.record(Outcome::Ok);
-        history.record(Outcome::Info);
-        history.record(Outcome::Info);
-        history.record(Outcome::Fail);
+        history.record(Outcome::Ok, "/work 200");
+        history.record(Outcome::Info, "aborted");
+        history.record(Outcome::Info, "aborted");
+        history.record(Outcome::Fail, "/work 500");
         assert_eq!(
             history.counts(),
             Counts {
                 ok: 1,
                 fail: 1,
-                info: 2
+                info: 2,
+                classes: [("/work 200", 1), ("/work 500", 1), ("aborted", 2)]
+                    .into_iter()
+                    .map(|(class, count)| (class.to_owned(), count))
+                    .collect(),
             }
         );
         assert_eq!(history.counts().total(), 4);

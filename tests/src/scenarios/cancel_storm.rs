@@ -66,7 +66,7 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
                 Ok(Some(stream)) => {
                     let _ = held.send((request_id, stream, style));
                 }
-                _ => history.record(Outcome::Fail),
+                _ => history.record(Outcome::Fail, "not held by the server"),
             }
         }
     })
@@ -85,7 +85,7 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     for (request_id, stream, style) in streams {
         let at = abort(stream, style);
         ctx.history.record_abort(request_id, at);
-        ctx.history.record(Outcome::Info);
+        ctx.history.record(Outcome::Info, "held, then aborted");
     }
     ctx.progress.say(&format!(
         "aborts sent in {:.1} ms",

@@ -168,25 +168,25 @@ fn rand_start(rng: &mut StdRng) -> u64 {
 
 async fn run_client(addr: SocketAddr, client: Client, start: Duration, history: Arc<History>) {
     tokio::time::sleep(start).await;
-    let outcome = tokio::time::timeout(CLIENT_DEADLINE, exchange(addr, &client, &history))
+    let (outcome, class) = tokio::time::timeout(CLIENT_DEADLINE, exchange(addr, &client, &history))
         .await
-        .unwrap_or(Outcome::Info);
-    history.record(outcome);
+        .unwrap_or((Outcome::Info, "unanswered at the client deadline"));
+    history.record(outcome, class);
 }
 
-async fn exchange(addr: SocketAddr, client: &Client, history: &History) -> Outcome {
+async fn exchange(addr: SocketAddr, client: &Client, history: &History) -> (Outcome, &'static str) {
     let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return Outcome::Fail;
+        return (Outcome::Fail, "connect failed");
     };
     let request = http::get_request(client.path, &[("x-request-id", &client.request_id)]);
     if stream.write_all(&request).await.is_err() {
-        return Outcome::Fail;
+        return (Outcome::Fail, "request not sent");
     }
     let mut buffered = Vec::new();
     if client.path == STREAM_PATH {
         match http::read_head(&mut stream, &mut buffered).await {
             Ok(head) if head.status == 200 => tokio::time::sleep(client.hold).await,
-            _ => return Outcome::Fail,
+            _ => return (Outcome::Fail, "/stream failed before the abort"),
         }
     } else {
         tokio::select! {
@@ -194,13 +194,14 @@ async fn exchange(addr: SocketAddr, client: &Client, history: &History) -> Outco
             head = http::read_head(&mut stream, &mut buffered) => {
                 // Answered before the client gave up: nothing was cancelled.
                 return match head {
-                    Ok(head) if head.status == 200 => Outcome::Ok,
-                    _ => Outcome::Fail,
+                    Ok(head) if head.status == 200 => (Outcome::Ok, "/proxy 200 before the abort"),
+                    // The nemesis' toxics cut or reset the upstream exchange.
+                    _ => (Outcome::Fail, "/proxy failed before the abort"),
                 };
             }
         }
     }
     let at = abort(stream, client.style);
     history.record_abort(client.request_id.clone(), at);
-    Outcome::Info
+    (Outcome::Info, "aborted mid-request")
 }

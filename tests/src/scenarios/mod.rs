@@ -147,6 +147,36 @@ impl Scenario {
         )
     }
 
+    /// The client outcome classes (see [`crate::history::History::record`]) the fixed
+    /// server may produce; any other outcome fails the fixed run.
+    pub fn expected_outcomes(self) -> &'static [&'static str] {
+        match self {
+            Scenario::CancelStorm => &["held, then aborted"],
+            // The nemesis' toxics break some upstream exchanges before the client aborts.
+            Scenario::CancelWaves => &[
+                "aborted mid-request",
+                "/proxy 200 before the abort",
+                "/proxy failed before the abort",
+            ],
+            Scenario::TlsStall => &["handshake cut by the server"],
+            Scenario::DnsHang => &["/proxy 504"],
+            // Slot holders get the upstream response deadline's 504, the others a fast 503.
+            Scenario::PoolExhaustion => &["/proxy 503", "/proxy 504"],
+            // A half-closed request is answered if it finishes before hyper reads the FIN,
+            // and dropped (half_close(false)) otherwise.
+            Scenario::Slowloris => &[
+                "closed by the server",
+                "half-closed /work 200",
+                "half-closed /work dropped at the FIN",
+            ],
+            Scenario::SlowReader => &[
+                "still connected when it stopped reading",
+                "closed by the server",
+            ],
+            Scenario::Panic => &["/panic 500", "/panic?child=1 500", "/work 200"],
+        }
+    }
+
     fn pool_size(self) -> usize {
         match self {
             Scenario::PoolExhaustion => 4,

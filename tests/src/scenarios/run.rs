@@ -469,15 +469,22 @@ pub(super) async fn get_or_park(
         )
         .await;
         Some(match waited {
-            Ok(Ok(head)) if head.status == 200 => Outcome::Ok,
-            Ok(_) => Outcome::Fail,
+            Ok(Ok(head)) if head.status == 200 => (Outcome::Ok, format!("{path} 200")),
+            Ok(Ok(head)) => (Outcome::Fail, format!("{path} {}", head.status)),
+            Ok(Err(_)) => (Outcome::Fail, format!("{path} closed without a response")),
             Err(_) => {
                 history.park(stream);
-                Outcome::Info
+                (
+                    Outcome::Info,
+                    format!("{path} unanswered at the client deadline"),
+                )
             }
         })
     };
-    history.record(exchange.await.unwrap_or(Outcome::Fail));
+    let (outcome, class) = exchange
+        .await
+        .unwrap_or_else(|| (Outcome::Fail, format!("{path} not sent")));
+    history.record(outcome, &class);
 }
 
 /// Starts `total` `client` futures, `per_batch` per `spacing`, whether or not earlier ones

@@ -44,11 +44,12 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
             .await;
             match held {
                 Ok(Held::Open(stream)) => {
-                    history.record(Outcome::Info);
+                    history.record(Outcome::Info, "still connected when it stopped reading");
                     history.park(stream);
                 }
                 // Cut off by the write deadline (or the stream ended): the read did not complete.
-                Ok(Held::Closed { .. }) | Err(_) => history.record(Outcome::Fail),
+                Ok(Held::Closed { .. }) => history.record(Outcome::Fail, "closed by the server"),
+                Err(_) => history.record(Outcome::Fail, "connect failed"),
             }
         }
     })

@@ -56,10 +56,22 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
                     let request = http::get_request("/work", &[]);
                     let response =
                         clients::half_close_after_request(addr, &request, CLIENT_DEADLINE).await;
-                    history.record(match response {
-                        Ok(Some(response)) if response.head.status == 200 => Outcome::Ok,
-                        _ => Outcome::Fail,
-                    });
+                    match response {
+                        Ok(Some(response)) if response.head.status == 200 => {
+                            history.record(Outcome::Ok, "half-closed /work 200");
+                        }
+                        Ok(Some(_)) => {
+                            history.record(Outcome::Fail, "half-closed /work error status")
+                        }
+                        // hyper's half_close(false): a client's FIN aborts its request.
+                        Ok(None) => {
+                            history.record(Outcome::Fail, "half-closed /work dropped at the FIN")
+                        }
+                        Err(_) => history.record(
+                            Outcome::Fail,
+                            "half-closed /work unanswered at the client deadline",
+                        ),
+                    }
                     return;
                 }
             };
@@ -74,9 +86,10 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
 fn settle(held: std::io::Result<Held>, history: &History) {
     match held {
         Ok(Held::Open(stream)) => {
-            history.record(Outcome::Info);
+            history.record(Outcome::Info, "still connected at the client deadline");
             history.park(stream);
         }
-        Ok(Held::Closed { .. }) | Err(_) => history.record(Outcome::Fail),
+        Ok(Held::Closed { .. }) => history.record(Outcome::Fail, "closed by the server"),
+        Err(_) => history.record(Outcome::Fail, "connect failed"),
     }
 }

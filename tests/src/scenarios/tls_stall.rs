@@ -35,9 +35,12 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
         async move {
             match stall_handshake(addr, style, Instant::now() + hold).await {
                 // The server gave up on the handshake: the defense fired, the handshake failed.
-                Ok(Held::Closed { .. }) | Err(_) => history.record(Outcome::Fail),
+                Ok(Held::Closed { .. }) => {
+                    history.record(Outcome::Fail, "handshake cut by the server");
+                }
+                Err(_) => history.record(Outcome::Fail, "connect failed"),
                 Ok(Held::Open(stream)) => {
-                    history.record(Outcome::Info);
+                    history.record(Outcome::Info, "handshake still open at the client deadline");
                     history.park(stream);
                 }
             }

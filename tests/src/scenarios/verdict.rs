@@ -213,6 +213,15 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                     group.unaccounted, group.kind, group.before, group.after
                 ));
             }
+            let expected = scenario.expected_outcomes();
+            for (class, count) in &run.outcomes.classes {
+                if !expected.contains(&class.as_str()) {
+                    failures.push(format!(
+                        "{count} client outcomes `{class}`, not expected here (expected: {})",
+                        expected.join(", ")
+                    ));
+                }
+            }
             if run.quiesced_after_ms.is_none() {
                 failures.push(format!(
                     "tasks and fds were not all accounted for within {:?}",
@@ -336,12 +345,39 @@ mod tests {
         run.detected_by = Some(Detection::LiveSnapshot);
         let failures = judge(Scenario::Panic, Scale::Smoke, &run);
         assert!(
-            failures.iter().any(|failure| failure.contains("request ids")),
+            failures
+                .iter()
+                .any(|failure| failure.contains("request ids")),
             "{failures:?}"
         );
         run.unaccounted_with_our_request_ids = 3;
         assert!(judge(Scenario::Panic, Scale::Smoke, &run).is_empty());
         // A connection leak that carries a request id is mislabeled.
         assert!(!judge(Scenario::Slowloris, Scale::Smoke, &run).is_empty());
+    }
+
+    #[test]
+    fn a_fixed_run_fails_on_an_outcome_its_scenario_does_not_expect() {
+        let mut run = RunResult::harness_failure(
+            Scenario::Panic,
+            Mode::Fixed,
+            1,
+            &Error::ServerStart("unused".into()),
+        );
+        run.outcomes.classes = [("/work 200".to_owned(), 3), ("/work 500".to_owned(), 1)]
+            .into_iter()
+            .collect();
+        let failures = judge(Scenario::Panic, Scale::Smoke, &run);
+        assert!(
+            failures
+                .iter()
+                .any(|failure| failure.starts_with("1 client outcomes `/work 500`")),
+            "{failures:?}"
+        );
+        assert!(
+            !failures
+                .iter()
+                .any(|failure| failure.contains("`/work 200`"))
+        );
     }
 }
