@@ -1,7 +1,10 @@
 //! Spawn + join cost of empty tasks on a 2-worker multi-thread runtime,
 //! side by side in one run: untracked, leakcheck with spawn sites only,
 //! leakcheck with full spawn backtraces, tokio-metrics' `TaskMonitor`, and
-//! console-subscriber.
+//! console-subscriber; then the cost per poll of leakcheck's poll hooks, on
+//! tasks that yield [`YIELDS`] times: untracked, leakcheck with its poll hooks
+//! replaced by empty ones, leakcheck as installed, and leakcheck while a
+//! scope waits out its grace (when polls are counted).
 //!
 //! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread]`
 //!
@@ -27,6 +30,8 @@ const BATCH: usize = 1_000;
 /// Batches per variant per round.
 const BATCHES: usize = 2;
 const DEFAULT_ROUNDS: usize = 200;
+/// Yields per task in the poll phase: each task is polled `YIELDS + 1` times.
+const YIELDS: usize = 20;
 
 fn current_thread() -> bool {
     std::env::args().any(|arg| arg == "--current-thread")
@@ -124,13 +129,79 @@ fn percentile(samples: &[f64], pct: usize) -> f64 {
     sorted[(sorted.len() * pct / 100).min(sorted.len() - 1)]
 }
 
-/// Runs `rounds` rounds of every variant, in rotating order.
-fn measure(variants: &mut [Variant], rounds: usize) {
+/// A task polled `YIELDS + 1` times.
+async fn yielding() {
+    for _ in 0..YIELDS {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Polls in one sample of the poll phase.
+const POLLS_PER_SAMPLE: usize = BATCH * BATCHES * (YIELDS + 1);
+
+/// How leakcheck's poll hooks are set up in a poll-phase variant.
+#[derive(Clone, Copy)]
+enum PollHooks {
+    /// Replaced by hooks that do nothing: tokio's dispatch cost only.
+    Empty,
+    /// As installed: the in-poll slot, polls not counted.
+    Installed,
+    /// As installed, while another scope waits out its grace: polls counted.
+    Counting,
+}
+
+fn polled(name: &'static str, hooks: PollHooks) -> Variant {
+    Variant {
+        name,
+        run: Box::new(move || {
+            let tracker = Tracker::builder().build();
+            let runtime = runtime(|b| {
+                tracker.install(b);
+                if let PollHooks::Empty = hooks {
+                    b.on_before_task_poll(|meta| {
+                        std::hint::black_box(meta.id());
+                    })
+                    .on_after_task_poll(|meta| {
+                        std::hint::black_box(meta.id());
+                    });
+                }
+            });
+            // A scope kept waiting (its task is held) for the whole sample.
+            let (release, waiting) = match hooks {
+                PollHooks::Counting => {
+                    let (release, held) = tokio::sync::oneshot::channel::<()>();
+                    // The scope's owner task verifies it, so the verify is
+                    // not one of the scope's own tasks.
+                    let waiting = runtime.spawn(async move {
+                        let scope = leakcheck::verify_none().grace(Duration::from_secs(60));
+                        tokio::spawn(async move { held.await.ok() });
+                        scope.verify().await
+                    });
+                    (Some(release), Some(waiting))
+                }
+                _ => (None, None),
+            };
+            let elapsed = spawn_join(&runtime, || tokio::spawn(yielding()));
+            drop(release);
+            if let Some(waiting) = waiting {
+                runtime
+                    .block_on(waiting)
+                    .unwrap()
+                    .expect("the held task ends once released");
+            }
+            elapsed
+        }),
+        samples: Vec::new(),
+    }
+}
+
+/// Runs `rounds` rounds of every variant, in rotating order; samples are
+/// nanoseconds per unit (`units` per sample).
+fn measure(variants: &mut [Variant], rounds: usize, units: usize) {
     // Warm-up: first symbol loads, runtime thread start, allocator growth.
     for variant in variants.iter() {
         (variant.run)();
     }
-    let tasks_per_sample = (BATCH * BATCHES) as f64;
     let count = variants.len();
     for round in 0..rounds {
         for i in 0..count {
@@ -138,7 +209,7 @@ fn measure(variants: &mut [Variant], rounds: usize) {
             let elapsed = (variant.run)();
             variant
                 .samples
-                .push(elapsed.as_nanos() as f64 / tasks_per_sample);
+                .push(elapsed.as_nanos() as f64 / units as f64);
         }
     }
 }
@@ -216,7 +287,7 @@ fn main() {
             samples: Vec::new(),
         },
     ];
-    measure(&mut variants, rounds);
+    measure(&mut variants, rounds, BATCH * BATCHES);
     print(
         &format!(
             "spawn+join of empty tasks, {} runtime, {rounds} interleaved rounds of {} tasks",
@@ -232,9 +303,27 @@ fn main() {
     // console-subscriber's aggregator thread keeps a core busy from the
     // moment it starts, which would slow every other variant: it gets a phase
     // of its own, against a fresh untracked baseline.
+    let poll_rounds = (rounds / 4).max(5);
+    let mut variants = vec![
+        Variant {
+            name: "untracked",
+            run: Box::new(|| spawn_join(&runtime(|_| {}), || tokio::spawn(yielding()))),
+            samples: Vec::new(),
+        },
+        polled("leakcheck, empty poll hooks", PollHooks::Empty),
+        polled("leakcheck, poll hooks", PollHooks::Installed),
+        polled("leakcheck, counting polls", PollHooks::Counting),
+    ];
+    measure(&mut variants, poll_rounds, POLLS_PER_SAMPLE);
+    print(
+        &format!(
+            "cost per poll (ns) of tasks yielding {YIELDS} times, {poll_rounds} interleaved rounds of {POLLS_PER_SAMPLE} polls"
+        ),
+        &variants,
+    );
     let console_rounds = (rounds / 10).max(5);
     let mut variants = vec![untracked(), console_subscriber()];
-    measure(&mut variants, console_rounds);
+    measure(&mut variants, console_rounds, BATCH * BATCHES);
     print(
         &format!("console-subscriber phase, {console_rounds} interleaved rounds"),
         &variants,

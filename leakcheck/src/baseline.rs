@@ -314,6 +314,7 @@ mod tests {
                 label: None,
                 stack,
                 parked_at: None,
+                liveness: None,
             }],
         }
     }

@@ -11,9 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashMap;
 
 use crate::capture::StackId;
+use crate::liveness::GraceWatch;
 use crate::registry::Scope;
 use crate::report::{
-    Frame, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack, TaskEntry,
+    Frame, Liveness, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
+    TaskEntry,
 };
 use crate::tracker::Tracker;
 
@@ -26,6 +28,7 @@ pub(crate) struct TaskView {
     age_ms: u64,
     stack: Option<StackId>,
     label: Option<Arc<str>>,
+    liveness: Option<Liveness>,
 }
 
 impl TaskView {
@@ -38,13 +41,22 @@ impl TaskView {
     }
 }
 
-/// Live tasks of `scope` (all of them when `None`), with their parent chains.
-pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskView> {
+/// Live tasks of `scope` (all of them when `None`), with their parent chains
+/// and, at the end of a grace period (`watch`), their liveness.
+pub(crate) fn tasks(
+    tracker: &Tracker,
+    scope: Option<&Arc<Scope>>,
+    watch: Option<&GraceWatch>,
+) -> Vec<TaskView> {
     let inner = &tracker.inner;
     let now_ns = crate::clock::now_ns();
+    let in_poll = match watch {
+        Some(_) => inner.poll_slots.in_poll(),
+        None => FxHashMap::default(),
+    };
     let mut parents: FxHashMap<NonZeroU64, Option<NonZeroU64>> = FxHashMap::default();
     let mut picked = Vec::new();
-    inner.registry.for_each(|id, record| {
+    inner.registry.for_each(|id, record, polls| {
         parents.insert(id, record.parent);
         let member = match scope {
             None => true,
@@ -58,6 +70,10 @@ pub(crate) fn tasks(tracker: &Tracker, scope: Option<&Arc<Scope>>) -> Vec<TaskVi
                 age_ms: now_ns.saturating_sub(record.spawned_ns) / 1_000_000,
                 stack: record.stack,
                 label: record.label().map(|l| l.name.clone()),
+                liveness: watch.map(|watch| {
+                    let in_poll = in_poll.get(&id.get()).copied();
+                    watch.classify(now_ns, record.spawned_ns, in_poll, polls)
+                }),
             });
         }
     });
@@ -159,6 +175,7 @@ pub(crate) fn group(
                         })
                     }),
                     parked_at: parked.get(&task.id.get()).cloned(),
+                    liveness: task.liveness,
                 })
                 .collect::<Vec<_>>();
             SiteGroup {
@@ -207,7 +224,7 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 pub(crate) fn snapshot(tracker: &Tracker) -> Snapshot {
-    let tasks = tasks(tracker, None);
+    let tasks = tasks(tracker, None, None);
     let live = tasks.len();
     let (sites, stacks) = group(tasks, &FxHashMap::default());
     Snapshot {

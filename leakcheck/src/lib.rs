@@ -140,6 +140,7 @@ mod dump;
 mod duration;
 mod harness;
 mod label;
+mod liveness;
 mod manifest;
 mod output;
 mod paths;
@@ -158,8 +159,8 @@ pub use duration::parse_duration;
 pub use label::{Labeled, labeled};
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
-    Frame, LeakReport, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot, SourceLocation, Stack,
-    TOKIO_UNSTABLE_HINT, TaskEntry,
+    Frame, LeakReport, Liveness, LivenessClass, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot,
+    SourceLocation, Stack, TOKIO_UNSTABLE_HINT, TaskEntry,
 };
 pub use settings::{
     BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE,

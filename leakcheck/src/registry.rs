@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::capture::StackId;
+use crate::liveness::PollStats;
 
 /// Number of shards; a power of two well above the worker count of the
 /// machines tests run on, so two workers rarely pick the same one.
@@ -210,6 +211,8 @@ struct Shard {
     contexts: FxHashMap<NonNull<Context>, ContextEntry>,
     sweep_at: usize,
     early_ends: VecDeque<NonZeroU64>,
+    /// Polls counted during a grace period (see `liveness`); empty otherwise.
+    polls: FxHashMap<NonZeroU64, PollStats>,
 }
 
 // SAFETY: the raw context pointers in a shard are owned through the `Arc`s in
@@ -286,6 +289,9 @@ impl Registry {
         let mut drained = None;
         {
             let mut shard = self.shard(id).lock();
+            if !shard.polls.is_empty() {
+                shard.polls.remove(&id);
+            }
             let Some(record) = shard.live.remove(&id) else {
                 if shard.early_ends.len() == EARLY_ENDS_PER_SHARD {
                     shard.early_ends.pop_front();
@@ -400,12 +406,37 @@ impl Registry {
         self.shards.iter().map(|s| s.0.lock().live.len()).sum()
     }
 
-    /// Calls `f` on every live record, one shard at a time.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(NonZeroU64, &Record)) {
+    /// Calls `f` on every live record and its counted polls, one shard at a
+    /// time.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(NonZeroU64, &Record, Option<PollStats>)) {
         for shard in self.shards.iter() {
-            for (id, record) in shard.0.lock().live.iter() {
-                f(*id, record);
+            let shard = shard.0.lock();
+            for (id, record) in shard.live.iter() {
+                f(*id, record, shard.polls.get(id).copied());
             }
+        }
+    }
+
+    /// Counts a poll of a live task that ended at `now_ns`.
+    pub(crate) fn polled(&self, id: NonZeroU64, now_ns: u64) {
+        let mut shard = self.shard(id).lock();
+        if !shard.live.contains_key(&id) {
+            return;
+        }
+        let stats = shard.polls.entry(id).or_insert(PollStats {
+            polls: 0,
+            last_ns: now_ns,
+        });
+        stats.polls += 1;
+        stats.last_ns = now_ns;
+    }
+
+    /// Forgets every counted poll.
+    pub(crate) fn clear_polls(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock();
+            shard.polls.clear();
+            shard.polls.shrink_to(0);
         }
     }
 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Version 2 added `SiteGroup::spawn_call` (site groups are keyed by the pair
 /// reported site, spawn call) and made `TaskEntry::parked_at` a [`ParkedAt`]
-/// (one frame list per trace, with what was cut) instead of one string.
+/// (one frame list per trace, with what was cut) instead of one string, and
+/// added `TaskEntry::liveness`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// A source position, relative to the workspace root when it lies inside it.
@@ -79,6 +80,88 @@ pub struct TaskEntry {
     /// Where the task is parked now, from tokio's task dump, if one was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked_at: Option<ParkedAt>,
+    /// Why it is still alive, from tokio's poll hooks during the grace (leak
+    /// reports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Liveness>,
+}
+
+/// What a leaked task did while the scope waited out its grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LivenessClass {
+    /// Polled at most once during the grace (which may be its first poll):
+    /// waiting for a wake that has not come (see where it is parked).
+    Idle,
+    /// Polled twice or more during the grace, or in a poll now: a loop, an
+    /// interval, a task that wakes itself.
+    Busy,
+    /// Inside one poll for longer than the grace: it blocks a worker thread.
+    Blocking,
+    /// Spawned during the grace and never run: the runtime had no thread to
+    /// spare for it.
+    NeverPolled,
+}
+
+/// A leaked task's liveness class and the poll facts behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// The class.
+    pub class: LivenessClass,
+    /// Polls that ended during the grace.
+    pub polls_during_grace: u64,
+    /// Milliseconds since the end of its last poll during the grace; absent
+    /// when it was not polled then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_last_poll_ms: Option<u64>,
+    /// Milliseconds it has been inside the poll it is in now, if it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_poll_ms: Option<u64>,
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let times = |n: u64| {
+            if n == 1 {
+                "once".to_owned()
+            } else {
+                format!("{n} times")
+            }
+        };
+        match self.class {
+            LivenessClass::Idle => match self.since_last_poll_ms {
+                Some(ms) => write!(
+                    f,
+                    "idle: polled once during the grace ({ms} ms ago), then waiting for a wake that has not come"
+                ),
+                None => f.write_str(
+                    "idle: not polled during the grace, waiting for a wake that has not come",
+                ),
+            },
+            LivenessClass::Busy => {
+                write!(
+                    f,
+                    "busy: polled {} during the grace",
+                    times(self.polls_during_grace)
+                )?;
+                match (self.in_poll_ms, self.since_last_poll_ms) {
+                    (Some(ms), _) => write!(f, ", in a poll for {ms} ms now")?,
+                    (None, Some(ms)) => write!(f, ", last {ms} ms ago")?,
+                    (None, None) => {}
+                }
+                f.write_str(" (a loop, an interval or a task that wakes itself)")
+            }
+            LivenessClass::Blocking => write!(
+                f,
+                "blocking: inside one poll for {} ms, longer than the grace: it blocks a worker thread",
+                self.in_poll_ms.unwrap_or_default()
+            ),
+            LivenessClass::NeverPolled => {
+                f.write_str("never polled: spawned during the grace and not run since")
+            }
+        }
+    }
 }
 
 /// Where a task is parked, from tokio's task dump: one trace per future the
@@ -235,6 +318,9 @@ impl fmt::Display for LeakReport {
                 write!(f, " · label {label}")?;
             }
             writeln!(f)?;
+            if let Some(liveness) = &first.liveness {
+                writeln!(f, "  {liveness}")?;
+            }
             if group.tasks.len() > 1 {
                 let others: Vec<String> =
                     group.tasks[1..].iter().map(|t| t.id.to_string()).collect();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
+use crate::liveness::PollSlots;
 use crate::registry::{Context, ContextRef, Label, Record, Registry, Scope, Spawner};
 use crate::report::Snapshot;
 use crate::settings::{BacktraceMode, Mode, Settings};
@@ -56,7 +57,15 @@ pub(crate) struct Inner {
     user_spawn: Option<TaskHook>,
     #[cfg(tokio_unstable)]
     user_terminate: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    user_before_poll: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    user_after_poll: Option<TaskHook>,
     label_drained: Option<LabelHook>,
+    /// Scopes waiting out their grace now: polls are counted while non-zero.
+    pub(crate) verifying: AtomicUsize,
+    /// The poll in progress on each thread that polls this tracker's tasks.
+    pub(crate) poll_slots: PollSlots,
 }
 
 /// A scope opened in some task or thread, and the context its tasks get.
@@ -95,10 +104,12 @@ impl Tracker {
         TrackerBuilder::from_settings(Settings::from_env())
     }
 
-    /// Installs the spawn and terminate hooks on `builder`, replacing any
-    /// hooks set on it before (tokio keeps one per runtime); pass your own
-    /// through [`TrackerBuilder::on_task_spawn`] and
-    /// [`TrackerBuilder::on_task_terminate`] to keep them.
+    /// Installs the spawn, terminate and poll hooks on `builder`, replacing
+    /// any hooks set on it before (tokio keeps one per runtime); pass your own
+    /// through [`TrackerBuilder::on_task_spawn`],
+    /// [`TrackerBuilder::on_task_terminate`],
+    /// [`TrackerBuilder::on_before_task_poll`] and
+    /// [`TrackerBuilder::on_after_task_poll`] to keep them.
     ///
     /// Without `--cfg tokio_unstable` tokio has no hooks: the builder is left
     /// as it is and verification falls back to counting the runtime's tasks.
@@ -110,9 +121,13 @@ impl Tracker {
         {
             let on_spawn = self.inner.clone();
             let on_terminate = self.inner.clone();
+            let before_poll = self.inner.clone();
+            let after_poll = self.inner.clone();
             builder
                 .on_task_spawn(move |meta| on_spawn.on_spawn(meta))
                 .on_task_terminate(move |meta| on_terminate.on_terminate(meta))
+                .on_before_task_poll(move |meta| before_poll.on_before_poll(meta))
+                .on_after_task_poll(move |meta| after_poll.on_after_poll(meta))
         }
         #[cfg(not(tokio_unstable))]
         {
@@ -382,6 +397,26 @@ impl Inner {
         }
     }
 
+    #[cfg(tokio_unstable)]
+    fn on_before_poll(self: &Arc<Self>, meta: &tokio::runtime::TaskMeta<'_>) {
+        crate::liveness::poll_started(self, task_id(meta.id()));
+        if let Some(hook) = &self.user_before_poll {
+            hook(meta);
+        }
+    }
+
+    #[cfg(tokio_unstable)]
+    fn on_after_poll(&self, meta: &tokio::runtime::TaskMeta<'_>) {
+        crate::liveness::poll_ended();
+        if self.verifying.load(Ordering::Relaxed) > 0 {
+            self.registry
+                .polled(task_id(meta.id()), crate::clock::now_ns());
+        }
+        if let Some(hook) = &self.user_after_poll {
+            hook(meta);
+        }
+    }
+
     fn drained(&self, label: &Label) {
         if let Some(hook) = &self.label_drained {
             hook(&label.name);
@@ -444,6 +479,10 @@ pub struct TrackerBuilder {
     user_spawn: Option<TaskHook>,
     #[cfg(tokio_unstable)]
     user_terminate: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    user_before_poll: Option<TaskHook>,
+    #[cfg(tokio_unstable)]
+    user_after_poll: Option<TaskHook>,
     label_drained: Option<LabelHook>,
 }
 
@@ -466,6 +505,10 @@ impl TrackerBuilder {
             user_spawn: None,
             #[cfg(tokio_unstable)]
             user_terminate: None,
+            #[cfg(tokio_unstable)]
+            user_before_poll: None,
+            #[cfg(tokio_unstable)]
+            user_after_poll: None,
             label_drained: None,
         }
     }
@@ -528,6 +571,28 @@ impl TrackerBuilder {
         self
     }
 
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
+    /// Your own before-poll hook, called after leakcheck's (tokio allows one).
+    pub fn on_before_task_poll(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.user_before_poll = Some(Arc::new(hook));
+        self
+    }
+
+    #[cfg(tokio_unstable)]
+    #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
+    /// Your own after-poll hook, called after leakcheck's (tokio allows one).
+    pub fn on_after_task_poll(
+        mut self,
+        hook: impl Fn(&tokio::runtime::TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.user_after_poll = Some(Arc::new(hook));
+        self
+    }
+
     /// Called with a label (see [`labeled`](crate::labeled)) when the last
     /// live task carrying it ends, on the thread that ran that terminate.
     /// Servers use it to time how fast a cancelled request's tasks stop.
@@ -551,7 +616,13 @@ impl TrackerBuilder {
                 user_spawn: self.user_spawn,
                 #[cfg(tokio_unstable)]
                 user_terminate: self.user_terminate,
+                #[cfg(tokio_unstable)]
+                user_before_poll: self.user_before_poll,
+                #[cfg(tokio_unstable)]
+                user_after_poll: self.user_after_poll,
                 label_drained: self.label_drained,
+                verifying: AtomicUsize::new(0),
+                poll_slots: PollSlots::default(),
             }),
         }
     }

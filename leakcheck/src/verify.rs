@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::collect;
+use crate::liveness::GraceWatch;
 use crate::report::{LeakReport, SCHEMA_VERSION, TOKIO_UNSTABLE_HINT};
 use crate::settings::{Mode, Settings};
 use crate::tracker::{OpenScope, Tracker};
@@ -166,10 +167,11 @@ impl VerifyGuard {
         match state {
             State::Tracked { tracker, open } => {
                 tracker.close_scope(&open);
+                let watch = GraceWatch::start(&tracker.inner, self.grace);
                 if tracker.inner.registry.drained(&open.scope, deadline).await {
                     return Ok(());
                 }
-                self.tracked_report(&tracker, &open.scope, started.elapsed(), true)
+                self.tracked_report(&tracker, &open.scope, started.elapsed(), true, &watch)
                     .await
             }
             State::Counted { baseline, reason } => {
@@ -198,6 +200,7 @@ impl VerifyGuard {
         scope: &Arc<crate::registry::Scope>,
         waited: Duration,
         with_dump: bool,
+        watch: &GraceWatch,
     ) -> Result<(), LeakReport> {
         let patterns: Vec<String> = tracker
             .inner
@@ -207,11 +210,11 @@ impl VerifyGuard {
             .cloned()
             .collect();
         let (tasks, ignored) =
-            collect::without_ignored(collect::tasks(tracker, Some(scope)), &patterns);
+            collect::without_ignored(collect::tasks(tracker, Some(scope), Some(watch)), &patterns);
         if tasks.is_empty() {
             return Ok(());
         }
-        let parked = if with_dump {
+        let parked = if with_dump && !watch.worker_blocked() {
             let ids: Vec<u64> = tasks.iter().map(|t| t.id.get()).collect();
             crate::dump::parked(&ids).await
         } else {
@@ -258,6 +261,7 @@ impl VerifyGuard {
                     return None;
                 }
                 let started = Instant::now();
+                let watch = GraceWatch::start(&tracker.inner, self.grace);
                 if self.handle.runtime_flavor() == RuntimeFlavor::MultiThread {
                     let deadline = started + self.grace.max(MIN_WAIT);
                     let drained = tokio::task::block_in_place(|| {
@@ -270,7 +274,8 @@ impl VerifyGuard {
                         return None;
                     }
                 }
-                let report = self.tracked_report(&tracker, &open.scope, started.elapsed(), false);
+                let report =
+                    self.tracked_report(&tracker, &open.scope, started.elapsed(), false, &watch);
                 // No await point is reached without a dump: poll it once.
                 let waker = std::task::Waker::noop();
                 match std::pin::pin!(report).poll(&mut std::task::Context::from_waker(waker)) {

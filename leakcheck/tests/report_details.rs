@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use leakcheck::LeakReport;
+use leakcheck::{LeakReport, LivenessClass};
 
 /// A library that wraps `tokio::spawn` in `#[track_caller]` helpers, as task
 /// supervisors and actor frameworks do: tokio then reports the user's call as
@@ -144,5 +144,84 @@ fn parked_at_keeps_each_awaited_future_s_trace_separate() {
     assert!(
         text.contains("\n    trace 2:\n      report_details::wait_for_payments::{{closure}}"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_task_waiting_for_a_wake_is_idle() {
+    let report = scoped(|| async {
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = started.send(());
+            std::future::pending::<()>().await
+        });
+        // Its first poll happens before the grace, so the grace sees none.
+        running.await.unwrap();
+    })
+    .unwrap_err();
+    let liveness = report.sites[0].tasks[0]
+        .liveness
+        .expect("liveness is known");
+    assert_eq!(liveness.class, LivenessClass::Idle, "{report}");
+    assert_eq!(liveness.polls_during_grace, 0);
+    assert!(
+        report.to_string().contains(
+            "\n  idle: not polled during the grace, waiting for a wake that has not come\n"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_self_waking_task_is_busy_and_its_polls_are_counted() {
+    let report = scoped(|| async {
+        tokio::spawn(async {
+            // Wakes itself at every step: polled for as long as it runs.
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+    })
+    .unwrap_err();
+    let liveness = report.sites[0].tasks[0]
+        .liveness
+        .expect("liveness is known");
+    assert_eq!(liveness.class, LivenessClass::Busy, "{report}");
+    assert!(liveness.polls_during_grace >= 2, "{liveness:?}");
+    assert!(report.to_string().contains("\n  busy: polled "), "{report}");
+}
+
+#[test]
+fn a_task_stuck_in_one_poll_is_blocking() {
+    let (release, stuck) = std::sync::mpsc::channel::<()>();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    let tracker = leakcheck::Tracker::new();
+    tracker.install(builder.enable_all());
+    let runtime = builder.build().unwrap();
+    let report = runtime
+        .block_on(async {
+            let guard = leakcheck::verify_none().grace(Duration::from_millis(20));
+            let (started, running) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = started.send(());
+                // Blocks its worker thread until the test has its report.
+                let _ = stuck.recv();
+            });
+            running.await.unwrap();
+            guard.verify().await
+        })
+        .unwrap_err();
+    release.send(()).unwrap();
+    let liveness = report.sites[0].tasks[0]
+        .liveness
+        .expect("liveness is known");
+    assert_eq!(liveness.class, LivenessClass::Blocking, "{report}");
+    assert!(liveness.in_poll_ms.unwrap() >= 20, "{liveness:?}");
+    assert!(
+        report
+            .to_string()
+            .contains("\n  blocking: inside one poll for "),
+        "{report}"
     );
 }

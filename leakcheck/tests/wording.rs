@@ -264,7 +264,8 @@ fn redact(text: &str) -> String {
         let varies = head.ends_with("task ")
             || head.ends_with("age ")
             || head.ends_with("tasks ")
-            || head.ends_with("still running ");
+            || head.ends_with("still running ")
+            || head.ends_with("grace (");
         out.push_str(if varies { "N" } else { &tail[..digits] });
         rest = &tail[digits..];
     }
@@ -283,6 +284,7 @@ leakcheck: 1 leaked task in `verify_none scope` (still running N ms after the bo
 
 ── leakcheck/tests/wording.rs:181:13 · 1 task ──
   task N · age N ms · spawned by the test body
+  idle: polled once during the grace (N ms ago), then waiting for a wake that has not come
   spawn backtrace:
     0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:181
 
