@@ -35,6 +35,14 @@ pub enum CliError {
         /// The underlying failure.
         source: io::Error,
     },
+    /// A program `cargo leakcheck` runs (cargo, git) could not be started or
+    /// failed.
+    Tool {
+        /// The command, as a user would type it.
+        command: String,
+        /// What went wrong, as a sentence fragment.
+        problem: String,
+    },
     /// A snapshot could not be fetched.
     Fetch {
         /// The URL as given.
@@ -57,7 +65,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Input { .. } | CliError::Usage(_) => exit::INPUT_ERROR,
-            CliError::Output { .. } | CliError::Fetch { .. } => exit::RUN_ERROR,
+            CliError::Output { .. } | CliError::Fetch { .. } | CliError::Tool { .. } => {
+                exit::RUN_ERROR
+            }
             CliError::NoReports { .. } => exit::NO_REPORTS,
         }
     }
@@ -77,6 +87,7 @@ impl fmt::Display for CliError {
                 write!(f, "{}: cannot write output: {source}", path.display())
             }
             CliError::Fetch { url, problem } => write!(f, "{url}: {problem}"),
+            CliError::Tool { command, problem } => write!(f, "`{command}` {problem}"),
         }
     }
 }

@@ -25,30 +25,17 @@
 //! | 3 | [`exit::RUN_ERROR`] | output not writable, or snapshot fetch failed |
 //! | 4 | [`exit::NO_REPORTS`] | a report directory is empty or missing (`--allow-empty` reads it as no leaks) |
 
-mod cli;
-mod diff;
-mod document;
-mod error;
-mod exit;
-mod fetch;
-mod flamegraph;
-mod html;
-mod http;
-mod output;
-#[cfg(test)]
-mod properties;
-mod summary;
-mod text;
-mod watch;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, DiffFormat, SummaryFormat};
-use crate::document::Document;
-use crate::error::CliError;
+use leakcheck_cli::cli::{Cli, Command, DiffFormat, SummaryFormat};
+use leakcheck_cli::document::Document;
+use leakcheck_cli::error::CliError;
+use leakcheck_cli::{
+    diff, document, exit, fetch, flamegraph, html, http, output, summary, text, watch,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

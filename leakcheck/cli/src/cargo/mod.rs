@@ -1,0 +1,97 @@
+//! `cargo leakcheck`, the cargo subcommand: its command line and dispatch.
+//! cargo runs it as `cargo-leakcheck leakcheck <args>`.
+//!
+//! - `adopt` ([`adopt`]): the codemod to `#[leakcheck::test]` plus the
+//!   dev-dependency.
+
+pub mod adopt;
+pub mod manifest;
+pub mod rewrite;
+pub mod sources;
+pub mod vcs;
+pub mod workspace;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+use crate::exit;
+
+/// Adopt leakcheck in a workspace and run its tests with tokio's task hooks on.
+#[derive(Debug, Parser)]
+#[command(name = "cargo leakcheck", bin_name = "cargo leakcheck", version)]
+pub struct CargoLeakcheck {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CargoCommand,
+}
+
+/// The subcommands of `cargo leakcheck`.
+#[derive(Debug, Subcommand)]
+pub enum CargoCommand {
+    /// Rewrite every #[tokio::test] of the workspace's targets to
+    /// #[leakcheck::test] (arguments, comments and formatting kept) and add
+    /// the leakcheck dev-dependency to each package that needs it.
+    Adopt {
+        /// Change nothing; exit with 1 when something would change (listing it).
+        #[arg(long)]
+        check: bool,
+        /// Rewrite even when the git work tree has uncommitted changes.
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Rewrite even outside a git repository.
+        #[arg(long)]
+        allow_no_vcs: bool,
+        /// Depend on the leakcheck crate in this directory (a path
+        /// dependency) instead of `leakcheck = "0.1"` from crates.io.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// The workspace's (or package's) Cargo.toml.
+        #[arg(long, value_name = "PATH")]
+        manifest_path: Option<PathBuf>,
+    },
+}
+
+/// The arguments after the program name, without the `leakcheck` that cargo
+/// inserts when it runs the binary as a subcommand.
+pub fn arguments(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).is_some_and(|arg| arg == "leakcheck") {
+        args.remove(1);
+    }
+    args
+}
+
+/// Runs a parsed command; returns the exit code.
+pub fn run(command: CargoCommand) -> Result<u8, CliError> {
+    match command {
+        CargoCommand::Adopt {
+            check,
+            allow_dirty,
+            allow_no_vcs,
+            path,
+            manifest_path,
+        } => adopt::run(&adopt::AdoptOptions {
+            check,
+            allow: vcs::Allow {
+                dirty: allow_dirty,
+                no_vcs: allow_no_vcs,
+            },
+            path,
+            manifest_path,
+        }),
+    }
+}
+
+/// The binary's `main`: parse, run, print an error as one line.
+pub fn main() -> std::process::ExitCode {
+    let cli = CargoLeakcheck::parse_from(arguments(std::env::args_os().collect()));
+    match run(cli.command) {
+        Ok(code) => exit::code(code),
+        Err(error) => {
+            eprintln!("cargo leakcheck: error: {error}");
+            exit::code(error.exit_code())
+        }
+    }
+}
