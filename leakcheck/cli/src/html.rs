@@ -8,7 +8,11 @@
 
 use std::fmt::Write as _;
 
-use crate::document::LoadedReport;
+use std::path::Path;
+
+use crate::document::{Document, LoadedReport};
+use crate::error::CliError;
+use crate::flamegraph;
 use crate::summary::{self, Summary};
 use crate::text;
 use crate::watch::{Point, Watched};
@@ -37,6 +41,28 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// The `leakcheck html` page of `reports` (summarized as `summary`), with
+/// the flame graph of their spawn backtraces; `output` names the file it is
+/// for in an error. `cargo leakcheck test` writes the same page.
+pub fn reports_page(
+    summary: &Summary,
+    reports: &[LoadedReport],
+    output: &Path,
+) -> Result<String, CliError> {
+    let documents: Vec<Document> = reports
+        .iter()
+        .map(|loaded| Document::Report(loaded.report.clone()))
+        .collect();
+    let folded = flamegraph::fold(&documents);
+    let svg = flamegraph::render_svg(&folded, flamegraph::DEFAULT_TITLE, reports.len()).map_err(
+        |source| CliError::Output {
+            path: output.to_owned(),
+            source,
+        },
+    )?;
+    Ok(render(summary, &String::from_utf8_lossy(&svg), reports))
 }
 
 /// The page. `svg` is a complete SVG document (its XML prolog is dropped).

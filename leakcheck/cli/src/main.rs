@@ -31,7 +31,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use leakcheck_cli::cli::{Cli, Command, DiffFormat, SummaryFormat};
-use leakcheck_cli::document::Document;
 use leakcheck_cli::error::CliError;
 use leakcheck_cli::{
     diff, document, exit, fetch, flamegraph, html, http, output, summary, text, watch,
@@ -186,13 +185,7 @@ fn run_flamegraph(
 fn run_html(inputs: &[PathBuf], output: &Path, allow_empty: bool) -> Result<u8, CliError> {
     let reports = document::load_reports(inputs, "html", allow_empty)?;
     let summary = summary::summarize(&reports);
-    let documents: Vec<Document> = reports
-        .iter()
-        .map(|loaded| Document::Report(loaded.report.clone()))
-        .collect();
-    let folded = flamegraph::fold(&documents);
-    let svg = render_svg(&folded, flamegraph::DEFAULT_TITLE, reports.len(), output)?;
-    let page = html::render(&summary, &String::from_utf8_lossy(&svg), &reports);
+    let page = html::reports_page(&summary, &reports, output)?;
     output::write(output, page.as_bytes())?;
     let what = format!(
         "{} from {}",

@@ -2,11 +2,24 @@
 //! cargo runs it as `cargo-leakcheck leakcheck <args>`.
 //!
 //! - `adopt` ([`adopt`]): the codemod to `#[leakcheck::test]` plus the
-//!   dev-dependency.
+//!   dev-dependency;
+//! - `test`, `nextest` ([`run`]): the suite with leakcheck's flags added to
+//!   the user's ([`rustflags`]), in its own target directory, then the leak
+//!   summary and HTML page;
+//! - `baseline` ([`baseline`]): the same run, recording what leaked.
+//!
+//! # Exit codes
+//! 0 ok; 1 a test leaked (`test`), or `adopt --check` found something to
+//! change; 2 bad command line or input (a file that does not parse, a dirty
+//! tree); 3 a file could not be written or cargo/git could not run; any
+//! other code is cargo's own, when tests failed for other reasons than leaks.
 
 pub mod adopt;
+pub mod baseline;
 pub mod manifest;
 pub mod rewrite;
+pub mod run;
+pub mod rustflags;
 pub mod sources;
 pub mod vcs;
 pub mod workspace;
@@ -52,6 +65,42 @@ pub enum CargoCommand {
         #[arg(long, value_name = "PATH")]
         manifest_path: Option<PathBuf>,
     },
+    /// Run `cargo test` with `--cfg tokio_unstable -C force-frame-pointers=yes`
+    /// added to your flags, in <target dir>/leakcheck, with leak reports on;
+    /// print what leaked, write <target dir>/leakcheck/report.html, exit 1 on
+    /// leaks the baseline (leakcheck-baseline.json) does not list.
+    Test {
+        /// Arguments for `cargo test`, passed through.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO TEST ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// The same with cargo-nextest: `cargo leakcheck nextest run [ARGS]`.
+    Nextest {
+        /// Arguments for `cargo nextest`, starting with its subcommand (`run`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "NEXTEST ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Run the suite as `test` does and record every leaked spawn site in
+    /// leakcheck-baseline.json at the workspace root: later runs fail only
+    /// on leaks not in it.
+    Baseline {
+        /// Arguments for `cargo test`, passed through.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO TEST ARGS"
+        )]
+        args: Vec<OsString>,
+    },
 }
 
 /// The arguments after the program name, without the `leakcheck` that cargo
@@ -81,6 +130,9 @@ pub fn run(command: CargoCommand) -> Result<u8, CliError> {
             path,
             manifest_path,
         }),
+        CargoCommand::Test { args } => run::check(run::Runner::CargoTest, &args),
+        CargoCommand::Nextest { args } => run::check(run::Runner::Nextest, &args),
+        CargoCommand::Baseline { args } => baseline::record(&args),
     }
 }
 

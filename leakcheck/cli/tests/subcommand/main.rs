@@ -4,4 +4,5 @@
 //! manifest forms, bad input) and `test` / `baseline` end to end.
 
 mod adopt;
+mod run;
 mod support;
