@@ -19,6 +19,10 @@ pub const RUN_ERROR: u8 = 3;
 /// "looked in the wrong place". `--allow-empty` turns it into an empty input.
 pub const NO_REPORTS: u8 = 4;
 
+/// `cargo leakcheck test` / `baseline`: tests failed for other reasons than
+/// leaks (some may have leaked too); as nextest's "test run failed".
+pub const TESTS_FAILED: u8 = 100;
+
 /// The exit-code table shown at the end of `leakcheck --help`.
 pub const HELP_TABLE: &str = "\
 Exit codes:

@@ -9,13 +9,18 @@
 //! - `baseline` ([`baseline`]): the same run, recording what leaked.
 //!
 //! # Exit codes
-//! 0 ok; 1 a test leaked (`test`), or `adopt --check` found something to
-//! change; 2 bad command line or input (a file that does not parse, a dirty
-//! tree); 3 a file could not be written or cargo/git could not run; any
-//! other code is cargo's own, when tests failed for other reasons than leaks.
+//! | code | constant | meaning |
+//! |---|---|---|
+//! | 0 | [`exit::OK`] | nothing leaked, nothing failed (`adopt`: done, or nothing to change) |
+//! | 1 | [`exit::LEAKS_FOUND`] | tests failed on leaks and nothing else failed; `adopt --check`: something would change |
+//! | 2 | [`exit::INPUT_ERROR`] | bad command line or input (a file that does not parse, a dirty tree, a bad baseline) |
+//! | 3 | [`exit::RUN_ERROR`] | a file could not be written, or cargo or git could not run |
+//! | 100 | [`exit::TESTS_FAILED`] | tests failed for other reasons than leaks (some may have leaked too) |
+//! | other | cargo's | cargo failed without a failing test (a build error) |
 
 pub mod adopt;
 pub mod baseline;
+pub mod failures;
 pub mod manifest;
 pub mod rewrite;
 pub mod run;

@@ -2,21 +2,22 @@
 //! `cargo leakcheck baseline`: the user's suite with leakcheck's flags added
 //! to theirs ([`super::rustflags`]), built in `<target dir>/leakcheck` so
 //! their normal and release builds are never rebuilt, with reports on; then
-//! the summary of what leaked, the HTML page, and the baseline entries now
-//! fixed.
+//! the summary of what leaked, the HTML page, the baseline entries now
+//! fixed, and a verdict that tells leaks from other failures.
 //!
-//! Tests run with `LEAKCHECK_MODE=warn` (unless the user set
-//! `LEAKCHECK_MODE`): a leak then never fails its test, so cargo's exit
-//! status says whether tests failed for other reasons, cargo's fail-fast
-//! does not skip the binaries after the first leak, and the reports say
-//! which tests leaked. The verdict is made here from both.
+//! A leaking test fails as a test (fail mode, unless the user set
+//! `LEAKCHECK_MODE`). The runner's output is forwarded as it comes and read
+//! for the names of failed tests ([`super::failures`]); a failed test with
+//! a leak report failed on its leak, any other failed for another reason.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use leakcheck::{BASELINE_OUTCOME_DIR, BaselineEntry, BaselineOutcome, DEFAULT_BASELINE_FILE};
 
+use crate::cargo::failures;
 use crate::cargo::rustflags::{self, Addition, Tool, UserConfig};
 use crate::cargo::workspace::{self, Workspace};
 use crate::document::{self, LoadedReport};
@@ -29,6 +30,8 @@ pub const TARGET_SUBDIR: &str = "leakcheck";
 pub const REPORTS_SUBDIR: &str = "reports";
 /// The HTML page written after a run with leaks, under [`TARGET_SUBDIR`].
 pub const HTML_PAGE: &str = "report.html";
+/// How many test names a verdict line lists before "and N more".
+pub const TESTS_LISTED: usize = 5;
 
 /// Which test runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,57 +58,147 @@ pub struct Outcome {
     pub workspace: Workspace,
     /// cargo's exit code (`None`: killed by a signal).
     pub cargo_code: Option<i32>,
+    /// The names of the tests the runner reported as failed.
+    pub failed: BTreeSet<String>,
     /// The leak reports the tests wrote.
     pub reports: Vec<LoadedReport>,
     /// Whether `--no-run` was passed (nothing ran).
     pub no_run: bool,
+    /// Whether `--no-fail-fast` was passed (every test binary ran).
+    pub no_fail_fast: bool,
+}
+
+/// The failed tests split by cause.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Tests that wrote a leak report (they may also have failed otherwise).
+    pub leaked: Vec<String>,
+    /// Failed tests without a leak report.
+    pub other_failures: Vec<String>,
+}
+
+/// Splits the runner's failed tests: a report names a test by its crate
+/// and path (`leaks::leaks_a_task`), the runner by its path in the crate
+/// (`leaks_a_task`).
+pub fn classify(failed: &BTreeSet<String>, report_tests: &[&str]) -> Verdict {
+    let has_report = |name: &str| {
+        report_tests.iter().any(|test| {
+            *test == name
+                || test
+                    .strip_suffix(name)
+                    .and_then(|krate| krate.strip_suffix("::"))
+                    .is_some_and(|krate| !krate.contains("::"))
+        })
+    };
+    let mut leaked: Vec<String> = report_tests.iter().map(|t| (*t).to_owned()).collect();
+    leaked.sort();
+    leaked.dedup();
+    Verdict {
+        leaked,
+        other_failures: failed
+            .iter()
+            .filter(|name| !has_report(name))
+            .cloned()
+            .collect(),
+    }
+}
+
+impl Outcome {
+    /// The verdict of this run.
+    pub fn verdict(&self) -> Verdict {
+        let tests: Vec<&str> = self
+            .reports
+            .iter()
+            .filter(|r| r.report.leaked > 0)
+            .map(|r| r.report.test.as_str())
+            .collect();
+        classify(&self.failed, &tests)
+    }
+
+    /// The exit code, after saying on stderr what it means: `what` is the
+    /// command (`cargo leakcheck` or `cargo leakcheck baseline`); leaks are
+    /// a failure only when `leaks_fail`.
+    pub fn conclude(&self, runner: Runner, what: &str, leaks_fail: bool) -> u8 {
+        let verdict = self.verdict();
+        let leaked = text::count(verdict.leaked.len(), "test");
+        let code = match self.cargo_code {
+            Some(0) if verdict.leaked.is_empty() => exit::OK,
+            Some(0) => {
+                eprintln!(
+                    "{what}: {leaked} leaked without failing (LEAKCHECK_MODE=warn or `mode = \"warn\"`)"
+                );
+                exit::OK
+            }
+            _ if !verdict.other_failures.is_empty() => {
+                let also = if verdict.leaked.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {leaked} leaked")
+                };
+                eprintln!(
+                    "{what}: {} failed for other reasons than leaks: {}{also}; exit code {}",
+                    text::count(verdict.other_failures.len(), "test"),
+                    list(&verdict.other_failures),
+                    exit::TESTS_FAILED
+                );
+                exit::TESTS_FAILED
+            }
+            _ if !self.failed.is_empty() => {
+                if leaks_fail {
+                    eprintln!(
+                        "{what}: {leaked} failed on leaks and nothing else failed: {}; exit code {}",
+                        list(&verdict.leaked),
+                        exit::LEAKS_FOUND
+                    );
+                    exit::LEAKS_FOUND
+                } else {
+                    exit::OK
+                }
+            }
+            code => {
+                eprintln!(
+                    "{what}: {} failed without a failing test (a build error? see its output above); exiting with its code",
+                    runner_name(runner)
+                );
+                cargo_exit(code)
+            }
+        };
+        if code != exit::OK && self.cargo_code != Some(0) && !self.no_fail_fast {
+            eprintln!(
+                "{what}: hint: the runner stops at the first test binary that fails; pass --no-fail-fast to run them all"
+            );
+        }
+        code
+    }
+}
+
+fn list(names: &[String]) -> String {
+    let shown = names
+        .iter()
+        .take(TESTS_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len().saturating_sub(TESTS_LISTED) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 /// `cargo leakcheck test` / `nextest`: runs, reports, returns the exit code.
 pub fn check(runner: Runner, args: &[OsString]) -> Result<u8, CliError> {
     let outcome = run(runner, args, Purpose::Check)?;
+    if outcome.no_run {
+        return Ok(if outcome.cargo_code == Some(0) {
+            exit::OK
+        } else {
+            cargo_exit(outcome.cargo_code)
+        });
+    }
     let target = outcome.workspace.target_dir.join(TARGET_SUBDIR);
-    let leaked_tests = outcome
-        .reports
-        .iter()
-        .filter(|r| r.report.leaked > 0)
-        .count();
-    if !outcome.no_run {
-        print_summary(&outcome, &target)?;
-        print_fixed_entries(&target.join(REPORTS_SUBDIR))?;
-    }
-    let warn_only =
-        std::env::var("LEAKCHECK_MODE").is_ok_and(|m| m.trim().eq_ignore_ascii_case("warn"));
-    match outcome.cargo_code {
-        Some(0) if leaked_tests == 0 => Ok(exit::OK),
-        Some(0) if warn_only => {
-            eprintln!(
-                "cargo leakcheck: {} leaked; not failing: LEAKCHECK_MODE=warn",
-                text::count(leaked_tests, "test")
-            );
-            Ok(exit::OK)
-        }
-        Some(0) => {
-            eprintln!(
-                "cargo leakcheck: {} leaked (every other check passed); exit code {}",
-                text::count(leaked_tests, "test"),
-                exit::LEAKS_FOUND
-            );
-            Ok(exit::LEAKS_FOUND)
-        }
-        code => {
-            let also = if leaked_tests > 0 {
-                format!(", and {} leaked", text::count(leaked_tests, "test"))
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "cargo leakcheck: {} failed for reasons other than leaks (see its output above){also}; exiting with its code",
-                runner_name(runner)
-            );
-            Ok(cargo_exit(code))
-        }
-    }
+    print_summary(&outcome, &target)?;
+    print_fixed_entries(&target.join(REPORTS_SUBDIR))?;
+    Ok(outcome.conclude(runner, "cargo leakcheck", true))
 }
 
 /// cargo's exit code as ours (101 when it was killed).
@@ -190,9 +283,6 @@ pub fn run(runner: Runner, args: &[OsString], purpose: Purpose) -> Result<Outcom
     command.args(rest);
     command.env("CARGO_TARGET_DIR", &target);
     command.env("LEAKCHECK_REPORT_DIR", &reports_dir);
-    if std::env::var_os("LEAKCHECK_MODE").is_none() {
-        command.env("LEAKCHECK_MODE", "warn");
-    }
     match purpose {
         Purpose::RecordBaseline => {
             command.env_remove("LEAKCHECK_BASELINE");
@@ -220,16 +310,33 @@ pub fn run(runner: Runner, args: &[OsString], purpose: Purpose) -> Result<Outcom
         },
         reports_dir.display()
     );
-    let status = command.status().map_err(|err| CliError::Tool {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| CliError::Tool {
+            command: runner_name(runner).trim_matches('`').to_owned(),
+            problem: format!("could not be started: {err}"),
+        })?;
+    let stdout = failures::forward(child.stdout.take().expect("piped"), std::io::stdout());
+    let stderr = failures::forward(child.stderr.take().expect("piped"), std::io::stderr());
+    let status = child.wait().map_err(|err| CliError::Tool {
         command: runner_name(runner).trim_matches('`').to_owned(),
-        problem: format!("could not be started: {err}"),
+        problem: format!("could not be waited for: {err}"),
     })?;
+    let mut failed = stdout.join().unwrap_or_default();
+    failed.extend(stderr.join().unwrap_or_default());
     let reports = document::load_reports(&[reports_dir], "summary", true)?;
     Ok(Outcome {
         workspace,
         cargo_code: status.code(),
+        failed,
         reports,
         no_run: cargo_args.iter().any(|a| a == "--no-run"),
+        no_fail_fast: cargo_args
+            .iter()
+            .any(|a| a == "--no-fail-fast" || a == "--nff")
+            || purpose == Purpose::RecordBaseline,
     })
 }
 
@@ -358,4 +465,28 @@ pub fn fixed_entries(dir: &Path) -> Result<Vec<BaselineEntry>, CliError> {
     }
     fixed.sort();
     Ok(fixed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn failed_tests_with_a_report_failed_on_their_leak() {
+        let failed = names(&["leaks_a_task", "tests::panics", "tests::leaks"]);
+        let verdict = classify(&failed, &["leaks::leaks_a_task", "app::tests::leaks"]);
+        assert_eq!(verdict.leaked, ["app::tests::leaks", "leaks::leaks_a_task"]);
+        assert_eq!(verdict.other_failures, ["tests::panics"]);
+    }
+
+    #[test]
+    fn a_report_matches_only_its_own_crate_level_path() {
+        // `b::leaks` in crate `a` is not the runner's `leaks`.
+        let verdict = classify(&names(&["leaks"]), &["a::b::leaks"]);
+        assert_eq!(verdict.other_failures, ["leaks"]);
+    }
 }

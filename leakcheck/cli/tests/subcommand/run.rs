@@ -26,15 +26,15 @@ fn leaky_crate() -> Copy {
 }
 
 fn run(copy: &Copy, command: &str) -> Run {
+    run_with(copy, command, &[])
+}
+
+fn run_with(copy: &Copy, command: &str, env: &[(&str, &str)]) -> Run {
     let target = shared_target_dir();
-    cargo_leakcheck(
-        copy.root(),
-        &[command, "--offline", "--tests"],
-        &[
-            ("RUSTFLAGS", "--cfg user_flag"),
-            ("CARGO_TARGET_DIR", target.to_str().unwrap()),
-        ],
-    )
+    let mut env = env.to_vec();
+    env.push(("RUSTFLAGS", "--cfg user_flag"));
+    env.push(("CARGO_TARGET_DIR", target.to_str().unwrap()));
+    cargo_leakcheck(copy.root(), &[command, "--offline", "--tests"], &env)
 }
 
 #[test]
@@ -80,19 +80,43 @@ fn test_fails_on_the_leak_then_baseline_records_it_and_test_passes() {
         leaked.stdout
     );
     assert!(
-        leaked
-            .stderr
-            .contains("1 test leaked (every other check passed)"),
+        leaked.stderr.contains(
+            "1 test failed on leaks and nothing else failed: leaks::leaks_a_task; exit code 1"
+        ),
         "{}",
         leaked.stderr
     );
     assert!(
-        leaked.stdout.contains("test result: ok. 2 passed"),
+        leaked
+            .stdout
+            .contains("test result: FAILED. 2 passed; 1 failed"),
+        "{}",
+        leaked.stdout
+    );
+    // The leak fails its test, with the report in libtest's output.
+    assert!(
+        leaked.stdout.contains("test leaks_a_task ... FAILED"),
+        "{}",
+        leaked.stdout
+    );
+    assert!(
+        leaked
+            .stdout
+            .contains("leakcheck: 1 leaked task in `leaks::leaks_a_task`"),
         "{}",
         leaked.stdout
     );
     let page = std::fs::read_to_string(target.join("report.html")).expect("the HTML page");
     assert!(page.contains("src/lib.rs:9:5"));
+
+    // A failure that is not a leak is told apart.
+    let other = run_with(&copy, "test", &[("LEAKY_FAIL", "1")]);
+    assert_eq!(other.code, 100, "{other:?}");
+    assert!(
+        other.stderr.contains("1 test failed for other reasons than leaks: fails_when_asked; 1 test leaked; exit code 100"),
+        "{}",
+        other.stderr
+    );
 
     let recorded = run(&copy, "baseline");
     assert_eq!(recorded.code, 0, "{recorded:?}");
