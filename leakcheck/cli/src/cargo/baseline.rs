@@ -9,7 +9,7 @@ use std::ffi::OsString;
 
 use leakcheck::{Baseline, DEFAULT_BASELINE_FILE};
 
-use crate::cargo::run::{self, Purpose, Runner, TARGET_SUBDIR};
+use crate::cargo::run::{self, Purpose, Runner};
 use crate::error::CliError;
 use crate::text;
 
@@ -21,7 +21,7 @@ pub fn record(args: &[OsString]) -> Result<u8, CliError> {
             "`--no-run` runs no tests, so there is no leak to record; run `cargo leakcheck baseline` without it".to_owned(),
         ));
     }
-    run::print_summary(&outcome, &outcome.workspace.target_dir.join(TARGET_SUBDIR))?;
+    run::print_summary(&outcome)?;
     let degraded = outcome.reports.iter().filter(|r| r.report.degraded).count();
     if degraded > 0 {
         eprintln!(

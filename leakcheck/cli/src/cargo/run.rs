@@ -56,6 +56,8 @@ pub enum Purpose {
 pub struct Outcome {
     /// The workspace.
     pub workspace: Workspace,
+    /// The target directory the suite was built in.
+    pub target: PathBuf,
     /// cargo's exit code (`None`: killed by a signal).
     pub cargo_code: Option<i32>,
     /// The names of the tests the runner reported as failed.
@@ -195,9 +197,8 @@ pub fn check(runner: Runner, args: &[OsString]) -> Result<u8, CliError> {
             cargo_exit(outcome.cargo_code)
         });
     }
-    let target = outcome.workspace.target_dir.join(TARGET_SUBDIR);
-    print_summary(&outcome, &target)?;
-    print_fixed_entries(&target.join(REPORTS_SUBDIR))?;
+    print_summary(&outcome)?;
+    print_fixed_entries(&outcome.target.join(REPORTS_SUBDIR))?;
     Ok(outcome.conclude(runner, "cargo leakcheck", true))
 }
 
@@ -222,7 +223,10 @@ pub fn run(runner: Runner, args: &[OsString], purpose: Purpose) -> Result<Outcom
         .flat_map(|value| [OsString::from("--config"), OsString::from(value)])
         .collect();
     let workspace = workspace::load(manifest_path.as_deref(), &config_args)?;
-    let target = workspace.target_dir.join(TARGET_SUBDIR);
+    // The user's own `--target-dir` wins over leakcheck's, as for cargo.
+    let target = value_of(cargo_args, "--target-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.target_dir.join(TARGET_SUBDIR));
     let reports_dir = target.join(REPORTS_SUBDIR);
     reset_dir(&reports_dir)?;
 
@@ -329,6 +333,7 @@ pub fn run(runner: Runner, args: &[OsString], purpose: Purpose) -> Result<Outcom
     let reports = document::load_reports(&[reports_dir], "summary", true)?;
     Ok(Outcome {
         workspace,
+        target,
         cargo_code: status.code(),
         failed,
         reports,
@@ -405,7 +410,8 @@ fn reset_dir(dir: &Path) -> Result<(), CliError> {
 }
 
 /// The summary of what leaked, and the HTML page when something did.
-pub fn print_summary(outcome: &Outcome, target: &Path) -> Result<(), CliError> {
+pub fn print_summary(outcome: &Outcome) -> Result<(), CliError> {
+    let target = &outcome.target;
     let summary = summary::summarize(&outcome.reports);
     if !summary::has_leaks(&summary) {
         eprintln!("cargo leakcheck: no test leaked a task");

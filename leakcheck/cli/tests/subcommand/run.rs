@@ -149,6 +149,19 @@ fn test_fails_on_the_leak_then_baseline_records_it_and_test_passes() {
         screened.stderr
     );
 
+    // cargo-nextest runs the same build, one process per test.
+    let target_dir = shared_target_dir();
+    let nextest = cargo_leakcheck(
+        copy.root(),
+        &["nextest", "run", "--offline"],
+        &[
+            ("RUSTFLAGS", "--cfg user_flag"),
+            ("CARGO_TARGET_DIR", target_dir.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(nextest.code, 0, "{nextest:?}");
+    assert!(nextest.stderr.contains("3 passed"), "{}", nextest.stderr);
+
     // The leak fixed: the baseline entry is reported as fixed.
     let fixed = copy.read("tests/leaks.rs").replace(
         "let _forgotten = leaky::start_forever();",
