@@ -92,19 +92,19 @@ pub(crate) fn tasks(
     picked
 }
 
-/// Splits `tasks` into those matching none of `patterns` and the count of
+/// Splits `tasks` into those matching none of `patterns` and the ids of
 /// those matching one.
-pub(crate) fn without_ignored(tasks: Vec<TaskView>, patterns: &[String]) -> (Vec<TaskView>, usize) {
+pub(crate) fn without_ignored(
+    tasks: Vec<TaskView>,
+    patterns: &[String],
+) -> (Vec<TaskView>, Vec<NonZeroU64>) {
     if patterns.is_empty() {
-        return (tasks, 0);
+        return (tasks, Vec::new());
     }
-    let total = tasks.len();
-    let kept: Vec<TaskView> = tasks
+    let (ignored, kept): (Vec<TaskView>, Vec<TaskView>) = tasks
         .into_iter()
-        .filter(|task| !patterns.iter().any(|p| ignores(task, p)))
-        .collect();
-    let ignored = total - kept.len();
-    (kept, ignored)
+        .partition(|task| patterns.iter().any(|p| ignores(task, p)));
+    (kept, ignored.into_iter().map(|task| task.id).collect())
 }
 
 /// Whether `pattern` (a spawn-site path suffix, optionally with `:line` or

@@ -179,7 +179,7 @@ where
 /// count cannot tell the tasks they cover from leaked ones.
 fn unappliable_ignore_note(report: &LeakReport) -> String {
     format!(
-        "leakcheck: not failing `{}`: its `ignore` patterns need spawn sites, which count-only mode does not have, so the tasks counted above may all be ignored ones; build with `--cfg tokio_unstable` (for example `cargo leakcheck test`) to check them",
+        "leakcheck: not failing `{}`: the tasks counted above may all be ones its `ignore` patterns cover; build with `--cfg tokio_unstable` (for example `cargo leakcheck test`) to check them",
         report.test
     )
 }

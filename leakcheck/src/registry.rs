@@ -351,6 +351,60 @@ impl Registry {
         })
     }
 
+    /// Takes the live tasks `ids` out of `scope` (an `ignore` pattern matched
+    /// them): they keep their other scopes, and tasks they spawn from now on
+    /// inherit the context without `scope`. Returns the ids that were live
+    /// members of `scope`. The caller is the scope's only waiter and counts
+    /// again afterwards, so no waiter is woken here.
+    pub(crate) fn detach(&self, scope: &Arc<Scope>, ids: &[NonZeroU64]) -> Vec<NonZeroU64> {
+        // One replacement context per old one, shared by all its moved tasks.
+        let mut without: FxHashMap<NonNull<Context>, Option<Arc<Context>>> = FxHashMap::default();
+        let mut detached = Vec::new();
+        for &id in ids {
+            let mut guard = self.shard(id).lock();
+            let shard = &mut *guard;
+            let Some(record) = shard.live.get_mut(&id) else {
+                continue;
+            };
+            let Some(old) = record.ctx else { continue };
+            let Some(entry) = shard.contexts.get_mut(&old) else {
+                continue;
+            };
+            if !entry.ctx.contains(scope) {
+                continue;
+            }
+            let replacement = without
+                .entry(old)
+                .or_insert_with(|| {
+                    let scopes: Box<[Arc<Scope>]> = entry
+                        .ctx
+                        .scopes
+                        .iter()
+                        .filter(|s| !Arc::ptr_eq(s, scope))
+                        .cloned()
+                        .collect();
+                    (!scopes.is_empty()).then(|| Arc::new(Context { scopes }))
+                })
+                .clone();
+            entry.live -= 1;
+            record.ctx = replacement.as_ref().map(|ctx| NonNull::from(&**ctx));
+            if let Some(ctx) = replacement {
+                shard
+                    .contexts
+                    .entry(NonNull::from(&*ctx))
+                    .or_insert(ContextEntry { ctx, live: 0 })
+                    .live += 1;
+            }
+            detached.push(id);
+        }
+        detached
+    }
+
+    /// Whether task `id` is alive.
+    pub(crate) fn contains(&self, id: NonZeroU64) -> bool {
+        self.shard(id).lock().live.contains_key(&id)
+    }
+
     /// Live tasks that belong to `scope`.
     pub(crate) fn scope_live(&self, scope: &Arc<Scope>) -> usize {
         self.shards
@@ -507,6 +561,30 @@ mod tests {
         }
         assert_eq!(registry.scope_live(&scope), 50);
         assert_eq!(registry.len(), 51);
+    }
+
+    #[test]
+    fn a_detached_task_leaves_its_scope_and_keeps_the_others() {
+        let registry = Registry::default();
+        let outer = Arc::new(Scope::default());
+        let inner = Arc::new(Scope::default());
+        let both = context(&[outer.clone(), inner.clone()]);
+        for n in 1..=3 {
+            registry.insert(id(n), record(), Some(ContextRef::borrow(&both)));
+        }
+        assert_eq!(
+            registry.detach(&inner, &[id(1), id(2), id(99)]),
+            [id(1), id(2)]
+        );
+        assert_eq!(registry.scope_live(&inner), 1);
+        assert_eq!(registry.scope_live(&outer), 3);
+        assert!(registry.detach(&inner, &[id(1)]).is_empty(), "already out");
+        assert_eq!(registry.detach(&outer, &[id(1)]), [id(1)]);
+        assert_eq!(registry.scope_live(&outer), 2);
+        registry.remove(id(1));
+        registry.remove(id(2));
+        assert_eq!(registry.scope_live(&outer), 1);
+        assert_eq!(registry.len(), 1);
     }
 
     #[test]

@@ -543,7 +543,8 @@ impl TrackerBuilder {
 
     /// Tasks matching `pattern` are not leaks: a spawn-site path suffix
     /// (`"conn.rs"`, `"src/conn.rs:88"`) or a function path prefix matched
-    /// against the spawn backtrace (`"hyper_util::client"`).
+    /// against the spawn backtrace (`"hyper_util::client"`). A scope neither
+    /// reports nor waits for the tasks a pattern matches.
     pub fn ignore(mut self, pattern: impl Into<String>) -> Self {
         self.ignore.push(pattern.into());
         self

@@ -3,6 +3,7 @@
 //! then report those that did not.
 
 use std::future::Future as _;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +66,8 @@ pub fn verify_none() -> VerifyGuard {
         grace: settings.grace,
         mode: settings.mode,
         report_dir: settings.report_dir,
-        ignore: Vec::new(),
+        // Not applied (no spawn sites), but said so in a report.
+        ignore: settings.ignore,
     }
 }
 
@@ -110,6 +112,7 @@ impl VerifyGuard {
         ignore: Vec<String>,
     ) -> VerifyGuard {
         let handle = Handle::current();
+        let mut ignore = ignore;
         // Without tokio's hooks the tracker sees no task: count instead.
         let state = if cfg!(tokio_unstable) {
             State::Tracked {
@@ -117,6 +120,8 @@ impl VerifyGuard {
                 open: tracker.open_scope(),
             }
         } else {
+            // Counted reports name every pattern they could not apply.
+            ignore.splice(0..0, tracker.inner.ignore.iter().cloned());
             State::Counted {
                 baseline: handle.metrics().num_alive_tasks(),
                 reason: degraded_reason(),
@@ -168,10 +173,12 @@ impl VerifyGuard {
             State::Tracked { tracker, open } => {
                 tracker.close_scope(&open);
                 let watch = GraceWatch::start(&tracker.inner, self.grace);
+                let ignored = self.detach_ignored(&tracker, &open.scope);
                 if tracker.inner.registry.drained(&open.scope, deadline).await {
                     return Ok(());
                 }
-                self.tracked_report(&tracker, &open.scope, started.elapsed(), true, &watch)
+                let waited = started.elapsed();
+                self.tracked_report(&tracker, &open.scope, waited, true, &watch, &ignored)
                     .await
             }
             State::Counted { baseline, reason } => {
@@ -194,6 +201,37 @@ impl VerifyGuard {
         }
     }
 
+    /// The tracker's `ignore` patterns and this scope's.
+    fn patterns(&self, tracker: &Tracker) -> Vec<String> {
+        tracker
+            .inner
+            .ignore
+            .iter()
+            .chain(&self.ignore)
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the scope's live tasks that an `ignore` pattern matches out of
+    /// it, so the wait ends when the last task that can leak ends instead of
+    /// running out the grace on a task meant to outlive the scope; returns
+    /// their ids. Ignored tasks spawned later, during the grace, stay in the
+    /// scope (they only cost the wait) and are filtered from the report.
+    fn detach_ignored(
+        &self,
+        tracker: &Tracker,
+        scope: &Arc<crate::registry::Scope>,
+    ) -> Vec<NonZeroU64> {
+        let patterns = self.patterns(tracker);
+        let registry = &tracker.inner.registry;
+        if patterns.is_empty() || registry.scope_live(scope) == 0 {
+            return Vec::new();
+        }
+        let (_, ignored) =
+            collect::without_ignored(collect::tasks(tracker, Some(scope), None), &patterns);
+        registry.detach(scope, &ignored)
+    }
+
     async fn tracked_report(
         &self,
         tracker: &Tracker,
@@ -201,16 +239,13 @@ impl VerifyGuard {
         waited: Duration,
         with_dump: bool,
         watch: &GraceWatch,
+        detached: &[NonZeroU64],
     ) -> Result<(), LeakReport> {
-        let patterns: Vec<String> = tracker
-            .inner
-            .ignore
-            .iter()
-            .chain(&self.ignore)
-            .cloned()
-            .collect();
+        let patterns = self.patterns(tracker);
         let (tasks, ignored) =
             collect::without_ignored(collect::tasks(tracker, Some(scope), Some(watch)), &patterns);
+        let registry = &tracker.inner.registry;
+        let ignored = ignored.len() + detached.iter().filter(|&&id| registry.contains(id)).count();
         if tasks.is_empty() {
             return Ok(());
         }
@@ -246,7 +281,17 @@ impl VerifyGuard {
             leaked,
             ignored: 0,
             degraded: true,
-            degraded_reason: Some(reason.to_owned()),
+            degraded_reason: Some(match self.ignore.as_slice() {
+                [] => reason.to_owned(),
+                patterns => format!(
+                    "{reason}; the `ignore` patterns {} were not applied: matching them needs spawn sites, which counting does not have",
+                    patterns
+                        .iter()
+                        .map(|p| format!("{p:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
             sites: Vec::new(),
             stacks: Vec::new(),
         }
@@ -262,6 +307,7 @@ impl VerifyGuard {
                 }
                 let started = Instant::now();
                 let watch = GraceWatch::start(&tracker.inner, self.grace);
+                let ignored = self.detach_ignored(&tracker, &open.scope);
                 if self.handle.runtime_flavor() == RuntimeFlavor::MultiThread {
                     let deadline = started + self.grace.max(MIN_WAIT);
                     let drained = tokio::task::block_in_place(|| {
@@ -274,8 +320,9 @@ impl VerifyGuard {
                         return None;
                     }
                 }
+                let waited = started.elapsed();
                 let report =
-                    self.tracked_report(&tracker, &open.scope, started.elapsed(), false, &watch);
+                    self.tracked_report(&tracker, &open.scope, waited, false, &watch, &ignored);
                 // No await point is reached without a dump: poll it once.
                 let waker = std::task::Waker::noop();
                 match std::pin::pin!(report).poll(&mut std::task::Context::from_waker(waker)) {

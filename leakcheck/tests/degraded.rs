@@ -40,6 +40,24 @@ fn counting_catches_a_leak_and_says_why_sites_are_missing() {
 }
 
 #[test]
+fn counting_says_its_ignore_patterns_were_not_applied() {
+    let report = untracked_runtime()
+        .block_on(async {
+            let guard = leakcheck::verify_none()
+                .grace(Duration::from_millis(20))
+                .ignore("src/metrics.rs");
+            tokio::spawn(std::future::pending::<()>());
+            guard.verify().await
+        })
+        .unwrap_err();
+    let text = report.to_string();
+    assert!(
+        text.contains("the `ignore` patterns \"src/metrics.rs\" were not applied"),
+        "{text}"
+    );
+}
+
+#[test]
 fn counting_passes_a_clean_scope() {
     untracked_runtime().block_on(async {
         let guard = leakcheck::verify_none().grace(Duration::from_secs(5));

@@ -253,3 +253,68 @@ fn report_says_where_each_leaked_task_is_parked() {
         );
     }
 }
+
+/// A grace long enough that waiting it out cannot go unnoticed.
+const LONG_GRACE: Duration = Duration::from_secs(10);
+
+#[test]
+fn ignored_tasks_do_not_make_the_scope_wait_out_its_grace() {
+    for (tracker_pattern, guard_pattern) in [
+        (Some("tests/detect.rs"), None),
+        (None, Some("detect::ignored_tasks_do_not_make")),
+    ] {
+        let mut tracker = leakcheck::Tracker::builder();
+        if let Some(pattern) = tracker_pattern {
+            tracker = tracker.ignore(pattern);
+        }
+        let tracker = tracker.build();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        tracker.install(builder.worker_threads(2).enable_all());
+        let runtime = builder.build().unwrap();
+        let (verdict, waited) = runtime.block_on(async {
+            let mut guard = leakcheck::verify_none().grace(LONG_GRACE);
+            if let Some(pattern) = guard_pattern {
+                guard = guard.ignore(pattern);
+            }
+            tokio::spawn(forever());
+            let (release, wait) = blocked();
+            let joined = tokio::spawn(async move {
+                // A child of the ignored site's task is ignored by its own site.
+                tokio::spawn(forever());
+                wait.await
+            });
+            drop(release);
+            joined.await.unwrap();
+            let started = std::time::Instant::now();
+            (guard.verify().await, started.elapsed())
+        });
+        verdict.expect("ignored tasks are not leaks");
+        assert!(
+            waited < LONG_GRACE,
+            "the wait ended once only ignored tasks were left, not at the grace ({waited:?}; {tracker_pattern:?} {guard_pattern:?})"
+        );
+    }
+}
+
+#[inline(never)]
+fn spawn_ignored() {
+    tokio::spawn(forever());
+}
+
+#[test]
+fn ignored_tasks_are_counted_beside_a_real_leak() {
+    let tracker = leakcheck::Tracker::builder()
+        .ignore("detect::spawn_ignored")
+        .build();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    let report = builder.build().unwrap().block_on(async {
+        let guard = leakcheck::verify_none().grace(GRACE);
+        spawn_ignored();
+        spawn_ignored();
+        tokio::spawn(forever());
+        guard.verify().await.unwrap_err()
+    });
+    assert_eq!(report.leaked, 1, "{report}");
+    assert_eq!(report.ignored, 2, "{report}");
+}
