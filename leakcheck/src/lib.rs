@@ -80,8 +80,12 @@
 //!   `LocalRuntime` (`flavor = "local"`) instead.
 //! - `spawn_blocking` closures and `std::thread`s: tokio reports their end but
 //!   not their start, so they are not tracked. A task spawned *from* them is
-//!   tracked and counted in every open scope of its runtime (its spawner is
-//!   unknown).
+//!   tracked, but tokio does not say which task started the closure or
+//!   thread, so it joins only the scopes that enclose every scope open on its
+//!   runtime: the one scope of a `#[leakcheck::test]` (each test has its own
+//!   runtime), the outer scope when several are nested or run in parallel
+//!   inside it, and none of several unrelated parallel scopes — which
+//!   therefore never blame each other, and miss such a task.
 //! - Tasks on other runtimes than the test's.
 //! - A test body's own futures that are dropped unfinished (not tasks).
 //!

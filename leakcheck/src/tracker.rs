@@ -47,8 +47,8 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     pub(crate) ignore: Vec<String>,
     pub(crate) registry: Registry,
-    /// Scopes not yet closed, for tasks whose parent is unknown.
-    open: Mutex<Vec<Arc<Scope>>>,
+    /// Scopes not yet closed, for tasks whose spawner is unknown.
+    open: Mutex<OpenScopes>,
     open_count: AtomicUsize,
     /// Contexts of scopes opened inside a task, for that task's children.
     anchors: Mutex<FxHashMap<NonZeroU64, Vec<Anchor>>>,
@@ -66,6 +66,35 @@ pub(crate) struct Inner {
     pub(crate) verifying: AtomicUsize,
     /// The poll in progress on each thread that polls this tracker's tasks.
     pub(crate) poll_slots: PollSlots,
+}
+
+/// The open scopes of a tracker, each with its context (the scopes enclosing
+/// it, then itself), and what a task whose spawner is unknown joins.
+#[derive(Default)]
+struct OpenScopes {
+    chains: Vec<Arc<Context>>,
+    /// The scopes every open scope lies in: the only ones a task of unknown
+    /// spawner (a `spawn_blocking` closure, a plain thread) surely belongs
+    /// to, whichever open scope started it. One open scope: that scope and
+    /// its enclosing ones; unrelated parallel scopes: none, so they never
+    /// blame each other. Recomputed on open and close, not per spawn.
+    common: Option<Arc<Context>>,
+}
+
+impl OpenScopes {
+    fn changed(&mut self) {
+        let Some((first, rest)) = self.chains.split_first() else {
+            self.common = None;
+            return;
+        };
+        let scopes: Box<[Arc<Scope>]> = first
+            .scopes
+            .iter()
+            .filter(|scope| rest.iter().all(|chain| chain.contains(scope)))
+            .cloned()
+            .collect();
+        self.common = (!scopes.is_empty()).then(|| Arc::new(Context { scopes }));
+    }
 }
 
 /// A scope opened in some task or thread, and the context its tasks get.
@@ -188,8 +217,6 @@ impl Tracker {
     pub(crate) fn open_scope(&self) -> OpenScope {
         let inner = &self.inner;
         let scope = Arc::new(Scope::default());
-        inner.open.lock().push(scope.clone());
-        inner.open_count.fetch_add(1, Ordering::AcqRel);
         let owner = tokio::task::try_id().map(task_id);
         // The new scope's tasks also belong to every scope the owner is in.
         let scopes_of = |ctx: &Context| ctx.scopes.to_vec();
@@ -209,6 +236,12 @@ impl Tracker {
         let ctx = Arc::new(Context {
             scopes: scopes.into(),
         });
+        {
+            let mut open = inner.open.lock();
+            open.chains.push(ctx.clone());
+            open.changed();
+            inner.open_count.fetch_add(1, Ordering::AcqRel);
+        }
         let anchor = Anchor {
             scope: scope.clone(),
             ctx,
@@ -254,8 +287,15 @@ impl Tracker {
             }
         }
         let mut open_scopes = inner.open.lock();
-        if let Some(pos) = open_scopes.iter().position(|s| Arc::ptr_eq(s, &open.scope)) {
-            open_scopes.swap_remove(pos);
+        let is_its_chain = |chain: &Arc<Context>| {
+            chain
+                .scopes
+                .last()
+                .is_some_and(|s| Arc::ptr_eq(s, &open.scope))
+        };
+        if let Some(pos) = open_scopes.chains.iter().position(is_its_chain) {
+            open_scopes.chains.swap_remove(pos);
+            open_scopes.changed();
             inner.open_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -311,14 +351,13 @@ impl Inner {
             .map(|a| ContextRef::Owned(a.ctx.clone()))
     }
 
-    /// Every open scope: the conservative answer for a task whose spawner is
-    /// unknown (a `spawn_blocking` closure, a foreign thread).
-    fn all_open(&self) -> Option<ContextRef> {
+    /// The context of a task whose spawner is unknown (a `spawn_blocking`
+    /// closure, a plain thread): see [`OpenScopes::common`].
+    fn unknown_spawner(&self) -> Option<ContextRef> {
         if self.open_count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let scopes: Box<[Arc<Scope>]> = self.open.lock().iter().cloned().collect();
-        (!scopes.is_empty()).then(|| ContextRef::Owned(Arc::new(Context { scopes })))
+        self.open.lock().common.clone().map(ContextRef::Owned)
     }
 
     /// What the running task `parent` passes on, from a one-entry cache per
@@ -346,7 +385,10 @@ impl Inner {
     ) -> (Option<ContextRef>, Option<Arc<Label>>) {
         let current = crate::label::current();
         let Some(parent) = parent else {
-            return (thread_anchor(self).or_else(|| self.all_open()), current);
+            return (
+                thread_anchor(self).or_else(|| self.unknown_spawner()),
+                current,
+            );
         };
         // Anchors exist only while a scope is open.
         if self.open_count.load(Ordering::Acquire) == 0
@@ -361,7 +403,7 @@ impl Inner {
                 spawner.ctx.map(ContextRef::Borrowed),
                 current.is_none().then(|| unsafe { spawner.label() }),
             ),
-            Err(()) => (self.all_open(), None),
+            Err(()) => (self.unknown_spawner(), None),
         };
         let ctx = self.task_anchor(parent).or(ctx);
         (ctx, current.or(inherited.flatten()))
@@ -609,7 +651,7 @@ impl TrackerBuilder {
                 settings: self.settings,
                 ignore: self.ignore,
                 registry: Registry::default(),
-                open: Mutex::new(Vec::new()),
+                open: Mutex::new(OpenScopes::default()),
                 open_count: AtomicUsize::new(0),
                 anchors: Mutex::new(FxHashMap::default()),
                 anchor_count: AtomicUsize::new(0),

@@ -100,3 +100,177 @@ fn spawning_onto_another_runtime_does_not_bind_this_one_to_its_tracker() {
     assert_eq!(report.leaked, 1, "{report}");
     drop(there);
 }
+
+/// Where a scope's task is spawned from.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The scope's own task.
+    Scope,
+    /// A child task of the scope's task.
+    Child,
+    /// A `spawn_blocking` closure the scope's task started: tokio names no
+    /// spawner for it.
+    Blocking,
+    /// A plain thread the scope's task started, spawning through a handle.
+    Thread,
+}
+
+impl Origin {
+    fn spawner_known(self) -> bool {
+        matches!(self, Origin::Scope | Origin::Child)
+    }
+}
+
+/// Spawns a task from `origin` that leaks (never ends) or ends and is joined.
+async fn spawn_from(origin: Origin, leaks: bool) {
+    let task = move || {
+        tokio::spawn(async move {
+            if leaks {
+                forever().await
+            }
+        })
+    };
+    let joined = match origin {
+        Origin::Scope => task(),
+        // The child hands the JoinHandle of the task it spawned back.
+        #[allow(clippy::async_yields_async)]
+        Origin::Child => tokio::spawn(async move { task() }).await.unwrap(),
+        Origin::Blocking => tokio::task::spawn_blocking(task).await.unwrap(),
+        Origin::Thread => {
+            let handle = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let _entered = handle.enter();
+                task()
+            })
+            .join()
+            .unwrap()
+        }
+    };
+    if !leaks {
+        joined.await.unwrap();
+    }
+}
+
+/// A random plan per scope: where each of its tasks is spawned from, and
+/// whether it leaks.
+fn random_plans(rng: &mut rand::rngs::StdRng, scopes: usize) -> Vec<Vec<(Origin, bool)>> {
+    use rand::Rng;
+    const ORIGINS: [Origin; 4] = [
+        Origin::Scope,
+        Origin::Child,
+        Origin::Blocking,
+        Origin::Thread,
+    ];
+    (0..scopes)
+        .map(|_| {
+            (0..rng.random_range(0..=4))
+                .map(|_| (ORIGINS[rng.random_range(0..4)], rng.random_bool(0.5)))
+                .collect()
+        })
+        .collect()
+}
+
+fn leaks(plan: &[(Origin, bool)], unknown_spawners_count: bool) -> usize {
+    plan.iter()
+        .filter(|(origin, leaks)| *leaks && (origin.spawner_known() || unknown_spawners_count))
+        .count()
+}
+
+const PROPERTY_GRACE: Duration = Duration::from_millis(30);
+
+#[test]
+fn a_lone_scope_owns_the_tasks_of_unknown_spawners() {
+    use rand::SeedableRng;
+    let runtime = {
+        let tracker = leakcheck::Tracker::new();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        tracker.install(builder.worker_threads(2).enable_all());
+        builder.build().unwrap()
+    };
+    for seed in 0..8 {
+        let plan = random_plans(&mut rand::rngs::StdRng::seed_from_u64(seed), 1).remove(0);
+        // Like a `#[leakcheck::test]` body: the one scope of its runtime.
+        let verdict = runtime.block_on(async {
+            let guard = leakcheck::verify_none().grace(PROPERTY_GRACE);
+            for &(origin, leaks) in &plan {
+                spawn_from(origin, leaks).await;
+            }
+            guard.verify().await
+        });
+        let leaked = verdict.as_ref().err().map_or(0, |report| report.leaked);
+        assert_eq!(leaked, leaks(&plan, true), "seed {seed}, plan {plan:?}");
+    }
+}
+
+#[test]
+fn parallel_scopes_on_one_runtime_never_blame_each_other() {
+    use rand::{Rng, SeedableRng};
+    const CASES: u64 = 24;
+    let runtime = {
+        let tracker = leakcheck::Tracker::new();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        tracker.install(builder.worker_threads(2).enable_all());
+        builder.build().unwrap()
+    };
+    for seed in 0..CASES {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let scopes = rng.random_range(1..=4usize);
+        let plans = random_plans(&mut rng, scopes);
+        // Every scope is open before any spawns, and every spawn is done
+        // before any scope verifies.
+        let opened = Arc::new(tokio::sync::Barrier::new(scopes));
+        let spawned = Arc::new(tokio::sync::Barrier::new(scopes));
+        let (inner, outer) = runtime.block_on(async {
+            // The body's own scope: the scope tasks below are its tasks, and
+            // it encloses every scope they open.
+            let outer = leakcheck::verify_none().grace(PROPERTY_GRACE);
+            let runs: Vec<_> = plans
+                .iter()
+                .cloned()
+                .map(|plan| {
+                    let (opened, spawned) = (opened.clone(), spawned.clone());
+                    tokio::spawn(async move {
+                        let guard = leakcheck::verify_none().grace(PROPERTY_GRACE);
+                        opened.wait().await;
+                        for (origin, leaks) in plan {
+                            spawn_from(origin, leaks).await;
+                        }
+                        spawned.wait().await;
+                        guard.verify().await
+                    })
+                })
+                .collect();
+            let mut inner = Vec::new();
+            for run in runs {
+                inner.push(run.await.unwrap());
+            }
+            (inner, outer.verify().await)
+        });
+        let shown = |verdict: &Result<(), leakcheck::LeakReport>| {
+            verdict
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        for (i, (plan, verdict)) in plans.iter().zip(&inner).enumerate() {
+            // A task whose spawner tokio does not name (a blocking closure, a
+            // plain thread) may be any inner scope's: it is only the outer's.
+            let leaked = verdict.as_ref().err().map_or(0, |report| report.leaked);
+            assert_eq!(
+                leaked,
+                leaks(plan, false),
+                "seed {seed}, scope {i} of {scopes}, plans {plans:?}: {}",
+                shown(verdict)
+            );
+        }
+        let leaked = outer.as_ref().err().map_or(0, |report| report.leaked);
+        let expected: usize = plans.iter().map(|plan| leaks(plan, true)).sum();
+        assert_eq!(
+            leaked,
+            expected,
+            "seed {seed}, the outer scope, plans {plans:?}: {}",
+            shown(&outer)
+        );
+    }
+}
