@@ -418,6 +418,13 @@ pub fn print_summary(outcome: &Outcome) -> Result<(), CliError> {
         return Ok(());
     }
     output::write_stdout(format!("\n{}", summary::render_text(&summary)).as_bytes())?;
+    let degraded = outcome.reports.iter().filter(|r| r.report.degraded).count();
+    if degraded > 0 {
+        eprintln!(
+            "cargo leakcheck: warning: {} without spawn sites: those tests were built without `--cfg tokio_unstable` although it was added above (a `RUSTC_WRAPPER` or build script replacing rustc's flags?)",
+            text::count(degraded, "report")
+        );
+    }
     let page = target.join(HTML_PAGE);
     let html = crate::html::reports_page(&summary, &outcome.reports, &page)?;
     output::write(&page, html.as_bytes())?;

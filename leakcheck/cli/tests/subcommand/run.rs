@@ -162,6 +162,24 @@ fn test_fails_on_the_leak_then_baseline_records_it_and_test_passes() {
     assert_eq!(nextest.code, 0, "{nextest:?}");
     assert!(nextest.stderr.contains("3 passed"), "{}", nextest.stderr);
 
+    // Doctests are built by rustdoc, which reads the crate with rustdoc's
+    // flags (so the user passes theirs there too): extended as well.
+    let doctests = cargo_leakcheck(
+        copy.root(),
+        &["test", "--offline", "--doc"],
+        &[
+            ("RUSTFLAGS", "--cfg user_flag"),
+            ("RUSTDOCFLAGS", "--cfg user_flag"),
+            ("CARGO_TARGET_DIR", target_dir.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(doctests.code, 0, "{doctests:?}");
+    assert!(
+        doctests.stdout.contains("test result: ok. 1 passed"),
+        "{}",
+        doctests.stdout
+    );
+
     // The leak fixed: the baseline entry is reported as fixed.
     let fixed = copy.read("tests/leaks.rs").replace(
         "let _forgotten = leaky::start_forever();",
