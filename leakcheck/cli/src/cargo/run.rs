@@ -223,6 +223,11 @@ pub fn run(runner: Runner, args: &[OsString], purpose: Purpose) -> Result<Outcom
         .flat_map(|value| [OsString::from("--config"), OsString::from(value)])
         .collect();
     let workspace = workspace::load(manifest_path.as_deref(), &config_args)?;
+    if !workspace.members.iter().any(|m| m.depends_on_leakcheck) {
+        eprintln!(
+            "cargo leakcheck: warning: no package of this workspace depends on leakcheck, so no test can report a leak; run `cargo leakcheck adopt` first"
+        );
+    }
     // The user's own `--target-dir` wins over leakcheck's, as for cargo.
     let target = value_of(cargo_args, "--target-dir")
         .map(PathBuf::from)
