@@ -501,6 +501,59 @@ mod tests {
         assert_eq!(verdict.other_failures, ["tests::panics"]);
     }
 
+    fn outcome(cargo_code: Option<i32>, failed: &[&str]) -> Outcome {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/reports/server__tests__accept_loop_leaks.json"
+        );
+        let document::Document::Report(report) = document::load(Path::new(fixture)).unwrap() else {
+            panic!("{fixture} is a leak report");
+        };
+        Outcome {
+            workspace: Workspace {
+                root: PathBuf::from("/ws"),
+                target_dir: PathBuf::from("/ws/target"),
+                members: Vec::new(),
+            },
+            target: PathBuf::from("/ws/target/leakcheck"),
+            cargo_code,
+            failed: names(failed),
+            reports: vec![LoadedReport {
+                path: PathBuf::from(fixture),
+                report,
+            }],
+            no_run: false,
+            no_fail_fast: true,
+        }
+    }
+
+    #[test]
+    fn exit_codes_tell_leaks_from_other_failures_and_build_errors() {
+        let check = |o: &Outcome| o.conclude(Runner::CargoTest, "test", true);
+        assert_eq!(
+            check(&outcome(Some(101), &["tests::accept_loop_leaks"])),
+            exit::LEAKS_FOUND
+        );
+        assert_eq!(
+            check(&outcome(
+                Some(101),
+                &["tests::accept_loop_leaks", "tests::other"]
+            )),
+            exit::TESTS_FAILED
+        );
+        // cargo failed, yet no test did: a build error keeps cargo's code.
+        assert_eq!(check(&outcome(Some(101), &[])), 101);
+        assert_eq!(check(&outcome(None, &[])), 101);
+        // A leak that did not fail its test (`mode = "warn"`) does not fail the run.
+        assert_eq!(check(&outcome(Some(0), &[])), exit::OK);
+        // Recording a baseline, leaks are what it is for.
+        let record = outcome(Some(101), &["tests::accept_loop_leaks"]);
+        assert_eq!(
+            record.conclude(Runner::CargoTest, "baseline", false),
+            exit::OK
+        );
+    }
+
     #[test]
     fn a_report_matches_only_its_own_crate_level_path() {
         // `b::leaks` in crate `a` is not the runner's `leaks`.
