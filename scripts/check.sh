@@ -14,6 +14,11 @@ Runs the CI checks locally, in this order (all of them when no STEP is given):
                   in <target>/degraded
   doc             cargo doc --workspace --no-deps, warnings denied, with --cfg tokio_unstable
   shellcheck      shellcheck scripts/*.sh
+  msrv            no package in the dependency graph needs a newer rustc than the declared
+                  rust-version, and with that toolchain installed (CI installs it) they build
+                  with it; LEAKCHECK_REQUIRE_MSRV=1 fails instead of skipping that build
+  package         cargo publish --dry-run --workspace: the published crates package and build
+                  from their packaged sources alone (nothing is uploaded)
   test            the tests with --cfg tokio_unstable (the .cargo/config.toml default):
                   cargo-nextest with profile NEXTEST_PROFILE (default "ci") and, when
                   NEXTEST_PARTITION is set, --partition (CI shards: count:K/N);
@@ -92,6 +97,46 @@ step_clippy_degraded() {
 
 step_doc() {
     RUSTDOCFLAGS="--cfg tokio_unstable -D warnings" run cargo doc --workspace --no-deps
+}
+
+# The workspace's declared rust-version.
+declared_msrv() {
+    sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml
+}
+
+step_msrv() {
+    local msrv
+    msrv="$(declared_msrv)"
+    printf '\n==> every package in the dependency graph against rust-version %s\n' "$msrv" >&2
+    cargo metadata --format-version 1 --locked --filter-platform "$(rustc -vV | sed -n 's/^host: //p')" |
+        python3 -c '
+import json, sys
+def version(text):
+    return tuple(int(part) for part in (text.split(".") + ["0", "0"])[:3])
+msrv = version(sys.argv[1])
+meta = json.load(sys.stdin)
+too_new = sorted(
+    "{} {} needs rustc {}".format(p["name"], p["version"], p["rust_version"])
+    for p in meta["packages"]
+    if p.get("rust_version")
+    and version(p["rust_version"]) > msrv
+)
+if too_new:
+    sys.exit("check.sh: newer than rust-version " + sys.argv[1] + ":\n  " + "\n  ".join(too_new))
+' "$msrv"
+    if rustup run "$msrv" cargo --version >/dev/null 2>&1; then
+        CARGO_TARGET_DIR="$(target_dir)/msrv" \
+            run cargo "+$msrv" check --locked -p leakcheck -p leakcheck-macros -p leakcheck-cli
+    elif [[ "${LEAKCHECK_REQUIRE_MSRV:-}" == 1 ]]; then
+        echo "check.sh: toolchain $msrv is not installed (rustup toolchain install $msrv)" >&2
+        return 1
+    else
+        echo "check.sh: msrv: skipped the build with $msrv: not installed (rustup toolchain install $msrv)" >&2
+    fi
+}
+
+step_package() {
+    run cargo publish --dry-run --locked --workspace
 }
 
 step_shellcheck() {
@@ -185,7 +230,7 @@ main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
     local steps=("$@")
     if [[ ${#steps[@]} -eq 0 ]]; then
-        steps=(fmt clippy clippy-degraded doc shellcheck test doctest test-degraded leak-report)
+        steps=(fmt clippy clippy-degraded doc shellcheck msrv package test doctest test-degraded leak-report)
     fi
     for step in "${steps[@]}"; do
         case "$step" in
@@ -194,6 +239,8 @@ main() {
             clippy-degraded) step_clippy_degraded ;;
             doc) step_doc ;;
             shellcheck) step_shellcheck ;;
+            msrv) step_msrv ;;
+            package) step_package ;;
             test) step_test ;;
             doctest) step_doctest ;;
             test-degraded) step_test_degraded ;;

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
 use crate::liveness::PollSlots;
-use crate::registry::{Context, ContextRef, Label, Record, Registry, Scope, Spawner};
+use crate::registry::{Context, ContextRef, Label, Registry, Scope, Spawner};
 use crate::report::Snapshot;
 use crate::settings::{BacktraceMode, Mode, Settings};
 
@@ -422,7 +422,8 @@ impl Inner {
             BacktraceMode::Off => None,
         };
         let spawned_ns = crate::clock::now_ns();
-        let record = Record::new(meta.spawned_at(), parent, spawned_ns, stack, label);
+        let record =
+            crate::registry::Record::new(meta.spawned_at(), parent, spawned_ns, stack, label);
         self.registry.insert(id, record, ctx);
         if let Some(hook) = &self.user_spawn {
             hook(meta);

@@ -2,7 +2,6 @@
 //! (/debug/dump) and when each request ended and its last task ended (/debug/cancellations).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -105,6 +104,7 @@ pub async fn task_dump() -> Result<String, String> {
     let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
         .await
         .map_err(|_| "task dump timed out: a worker did not check in\n".to_owned())?;
+    use std::fmt::Write as _;
     let mut text = String::new();
     for task in dump.tasks().iter() {
         let _ = writeln!(text, "task {}:\n{}\n", task.id(), task.trace());

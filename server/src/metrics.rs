@@ -87,8 +87,11 @@ impl Drop for GaugeGuard<'_> {
 #[derive(Debug)]
 struct RuntimeTotals {
     intervals: RuntimeIntervals,
+    // tokio-metrics reports polls and steals only under `--cfg tokio_unstable`.
+    #[cfg(tokio_unstable)]
     polls: u64,
     parks: u64,
+    #[cfg(tokio_unstable)]
     steals: u64,
     busy: Duration,
 }
@@ -143,8 +146,10 @@ impl Metrics {
             routes: Route::ALL.iter().map(|_| TaskMonitor::new()).collect(),
             runtime: Mutex::new(RuntimeTotals {
                 intervals: RuntimeMonitor::new(handle).intervals(),
+                #[cfg(tokio_unstable)]
                 polls: 0,
                 parks: 0,
+                #[cfg(tokio_unstable)]
                 steals: 0,
                 busy: Duration::ZERO,
             }),
@@ -264,9 +269,12 @@ impl Metrics {
         {
             let mut runtime = self.runtime.lock();
             if let Some(interval) = runtime.intervals.next() {
-                runtime.polls += interval.total_polls_count;
+                #[cfg(tokio_unstable)]
+                {
+                    runtime.polls += interval.total_polls_count;
+                    runtime.steals += interval.total_steal_count;
+                }
                 runtime.parks += interval.total_park_count;
-                runtime.steals += interval.total_steal_count;
                 runtime.busy += interval.total_busy_duration;
                 metric(
                     "tokio_workers",
@@ -297,6 +305,7 @@ impl Metrics {
                     .spawned_tasks_count()
                     .to_string()),
             );
+            #[cfg(tokio_unstable)]
             metric(
                 "tokio_worker_polls_total",
                 "counter",
@@ -309,6 +318,7 @@ impl Metrics {
                 "Worker parks.",
                 &one(runtime.parks.to_string()),
             );
+            #[cfg(tokio_unstable)]
             metric(
                 "tokio_worker_steals_total",
                 "counter",
