@@ -56,7 +56,8 @@ pub fn run(options: &AdoptOptions) -> Result<u8, CliError> {
     let mut files: Vec<SourceFile> = Vec::new();
     let mut needing_dependency = Vec::new();
     for member in &workspace.members {
-        let member_files = sources::module_files(&member.target_roots, &mut seen)?;
+        let member_files =
+            sources::module_files(&member.target_roots, &member.tokio_names, &mut seen)?;
         let uses_leakcheck = member_files
             .iter()
             .any(|f| f.rewritten.rewritten + f.rewritten.already_leakcheck > 0);

@@ -1,7 +1,8 @@
 //! The codemod of one source file: every `#[tokio::test]` attribute (any
 //! arguments, `::tokio::test` too, and inside `#[cfg_attr(…, tokio::test)]`)
 //! becomes `#[leakcheck::test…]`, as does the wrapped attribute of
-//! `#[test_log::test(tokio::test)]`-style wrappers.
+//! `#[test_log::test(tokio::test)]`-style wrappers, and the same under a
+//! package's rename of tokio (`tokio1 = { package = "tokio" }`).
 //!
 //! The file is parsed with `syn` and walked with its visitor, so strings,
 //! comments and doc text that merely contain `tokio::test` are never
@@ -61,8 +62,13 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Rewrites the `#[tokio::test]` attributes of `source`.
-pub fn rewrite(source: &str) -> Result<Rewritten, ParseError> {
+/// The name tokio goes by unless a package renames it.
+pub const TOKIO: &str = "tokio";
+
+/// Rewrites the `#[tokio::test]` attributes of `source`; `tokio_names` are
+/// the names tokio has in the package (`tokio`, and any rename such as
+/// `tokio1 = { package = "tokio" }`).
+pub fn rewrite(source: &str, tokio_names: &[String]) -> Result<Rewritten, ParseError> {
     let parsed = syn::parse_file(source);
     let result = parsed
         .map_err(|err| {
@@ -78,7 +84,10 @@ pub fn rewrite(source: &str) -> Result<Rewritten, ParseError> {
             // parsing: spans count from what is left.
             let mut offset = if source.starts_with('\u{feff}') { 3 } else { 0 };
             offset += file.shebang.as_ref().map_or(0, String::len);
-            let mut finder = Finder::default();
+            let mut finder = Finder {
+                tokio_names: tokio_names.to_vec(),
+                ..Finder::default()
+            };
             finder.visit_file(&file);
             splice(source, offset, finder)
         });
@@ -93,7 +102,7 @@ fn splice(source: &str, offset: usize, finder: Finder) -> Rewritten {
     let mut copied = 0;
     for range in &finder.tokio_segments {
         let (start, end) = (range.start + offset, range.end + offset);
-        debug_assert_eq!(&source[start..end], "tokio");
+
         text.push_str(&source[copied..start]);
         text.push_str(LEAKCHECK);
         copied = end;
@@ -110,6 +119,8 @@ fn splice(source: &str, offset: usize, finder: Finder) -> Rewritten {
 
 #[derive(Default)]
 struct Finder {
+    /// What `tokio` is called in the package.
+    tokio_names: Vec<String>,
     /// Byte ranges of the `tokio` segments to replace, in source order.
     tokio_segments: Vec<Range<usize>>,
     already_leakcheck: usize,
@@ -143,13 +154,11 @@ impl Finder {
         if !arguments_free || segments.len() != 2 || segments[1] != "test" {
             return;
         }
-        match segments[0].as_str() {
-            "tokio" => {
-                let span: Span = path.segments[0].ident.span();
-                self.tokio_segments.push(span.byte_range());
-            }
-            "leakcheck" => self.already_leakcheck += 1,
-            _ => {}
+        if self.tokio_names.contains(&segments[0]) {
+            let span: Span = path.segments[0].ident.span();
+            self.tokio_segments.push(span.byte_range());
+        } else if segments[0] == LEAKCHECK {
+            self.already_leakcheck += 1;
         }
     }
 
@@ -177,7 +186,7 @@ impl Finder {
                 TokenTree::Group(group) => {
                     if previous_was_pound
                         && group.delimiter() == Delimiter::Bracket
-                        && names_tokio_test(group.stream())
+                        && names_tokio_test(group.stream(), &self.tokio_names)
                     {
                         self.inside_macros.push(group.span().start().line);
                     }
@@ -192,7 +201,7 @@ impl Finder {
 }
 
 /// Whether an attribute's tokens start with `tokio :: test` (or `:: tokio :: test`).
-fn names_tokio_test(tokens: TokenStream) -> bool {
+fn names_tokio_test(tokens: TokenStream, tokio_names: &[String]) -> bool {
     let words: Vec<String> = tokens
         .into_iter()
         .take(6)
@@ -203,7 +212,10 @@ fn names_tokio_test(tokens: TokenStream) -> bool {
         [":", ":", rest @ ..] => rest,
         rest => rest,
     };
-    matches!(rest, ["tokio", ":", ":", "test", ..])
+    match rest {
+        [name, ":", ":", "test", ..] => tokio_names.iter().any(|n| n == name),
+        _ => false,
+    }
 }
 
 impl<'ast> Visit<'ast> for Finder {
@@ -238,10 +250,34 @@ impl<'ast> Visit<'ast> for Finder {
 mod tests {
     use super::*;
 
+    fn tokio() -> Vec<String> {
+        vec![TOKIO.to_owned()]
+    }
+
+    #[test]
+    fn a_renamed_tokio_is_rewritten_too() {
+        let names = vec![TOKIO.to_owned(), "tokio1".to_owned()];
+        let out = rewrite(
+            "#[tokio1::test(crate = \"tokio1\")]\nasync fn a() {}\n",
+            &names,
+        )
+        .unwrap();
+        assert_eq!(
+            out.text,
+            "#[leakcheck::test(crate = \"tokio1\")]\nasync fn a() {}\n"
+        );
+        assert_eq!(
+            rewrite("#[tokio1::test]\nasync fn a() {}\n", &tokio())
+                .unwrap()
+                .rewritten,
+            0
+        );
+    }
+
     #[test]
     fn only_the_tokio_segment_changes() {
         let source = "#[tokio::test]\nasync fn a() {}\n\n#[::tokio::test( flavor = \"multi_thread\" , /* two */ worker_threads = 2 )]\nasync fn b() {}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         assert_eq!(out.rewritten, 2);
         assert_eq!(
             out.text,
@@ -252,7 +288,7 @@ mod tests {
     #[test]
     fn strings_comments_and_other_attributes_are_left_alone() {
         let source = "// #[tokio::test]\n/// `#[tokio::test]` in a doc\nconst S: &str = \"#[tokio::test]\";\n#[tokio::main]\nasync fn main() {}\n#[test]\nfn t() {}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         assert_eq!(out.rewritten, 0);
         assert_eq!(out.text, source);
     }
@@ -260,7 +296,7 @@ mod tests {
     #[test]
     fn cfg_attr_is_rewritten_and_macro_bodies_are_reported() {
         let source = "#[cfg_attr(feature = \"rt\", tokio::test)]\nasync fn a() {}\nmacro_rules! m {\n    () => {\n        #[tokio::test]\n        async fn b() {}\n    };\n}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         assert_eq!(out.rewritten, 1);
         assert!(
             out.text
@@ -272,7 +308,11 @@ mod tests {
 
     #[test]
     fn wrapped_test_attributes_are_rewritten() {
-        let out = rewrite("#[test_log::test(tokio::test)]\nasync fn a() {}\n").unwrap();
+        let out = rewrite(
+            "#[test_log::test(tokio::test)]\nasync fn a() {}\n",
+            &tokio(),
+        )
+        .unwrap();
         assert_eq!(
             out.text,
             "#[test_log::test(leakcheck::test)]\nasync fn a() {}\n"
@@ -282,7 +322,7 @@ mod tests {
     #[test]
     fn byte_order_mark_and_shebang_keep_offsets_right() {
         let source = "\u{feff}#!/usr/bin/env run-cargo-script\n#[tokio::test]\nasync fn a() {}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         assert_eq!(
             out.text,
             "\u{feff}#!/usr/bin/env run-cargo-script\n#[leakcheck::test]\nasync fn a() {}\n"
@@ -292,20 +332,20 @@ mod tests {
     #[test]
     fn non_ascii_text_before_the_attribute_keeps_offsets_right() {
         let source = "const É: &str = \"ünïcødé tokio::test\";\n#[tokio::test]\nasync fn a() {}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         assert!(out.text.contains("\n#[leakcheck::test]\n"));
     }
 
     #[test]
     fn already_adopted_files_count_their_attributes() {
-        let out = rewrite("#[leakcheck::test]\nasync fn a() {}\n").unwrap();
+        let out = rewrite("#[leakcheck::test]\nasync fn a() {}\n", &tokio()).unwrap();
         assert_eq!((out.rewritten, out.already_leakcheck), (0, 1));
     }
 
     #[test]
     fn module_declarations_are_listed_with_their_nesting() {
         let source = "mod a;\n#[path = \"other.rs\"]\nmod b;\nmod c {\n    mod d;\n}\n";
-        let out = rewrite(source).unwrap();
+        let out = rewrite(source, &tokio()).unwrap();
         let decl = |within: &[&str], name: &str, path: Option<&str>| ModuleDecl {
             within: within.iter().map(|s| s.to_string()).collect(),
             name: name.to_owned(),
@@ -323,7 +363,7 @@ mod tests {
 
     #[test]
     fn unparsable_files_say_where() {
-        let err = rewrite("fn a() {\n    let x = ;\n}\n").unwrap_err();
+        let err = rewrite("fn a() {\n    let x = ;\n}\n", &tokio()).unwrap_err();
         assert_eq!(err.line, 2);
     }
 }

@@ -32,6 +32,7 @@ pub struct SourceFile {
 /// out by `cfg`) is skipped, as rustc would not read it either.
 pub fn module_files(
     roots: &[PathBuf],
+    tokio_names: &[String],
     seen: &mut BTreeSet<PathBuf>,
 ) -> Result<Vec<SourceFile>, CliError> {
     let mut files = Vec::new();
@@ -44,7 +45,7 @@ pub fn module_files(
         }
         let original = std::fs::read_to_string(&path)
             .map_err(|err| CliError::input(&path, format!("cannot be read: {err}")))?;
-        let rewritten = rewrite::rewrite(&original).map_err(|err| {
+        let rewritten = rewrite::rewrite(&original, tokio_names).map_err(|err| {
             CliError::input(
                 &path,
                 format!(
@@ -102,6 +103,10 @@ fn nested(base: &Path, within: &[String]) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn tokio() -> Vec<String> {
+        vec![rewrite::TOKIO.to_owned()]
+    }
+
     fn write(dir: &Path, file: &str, text: &str) {
         let path = dir.join(file);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -126,7 +131,7 @@ mod tests {
         write(root, "src/inline/d.rs", "");
         write(root, "tests/ui/broken.rs", "fn (");
         let mut seen = BTreeSet::new();
-        let files = module_files(&[root.join("src/lib.rs")], &mut seen).unwrap();
+        let files = module_files(&[root.join("src/lib.rs")], &tokio(), &mut seen).unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|f| f.path.strip_prefix(root).unwrap().display().to_string())
@@ -146,7 +151,7 @@ mod tests {
         );
         // A second target sharing the files reads none of them again.
         assert!(
-            module_files(&[root.join("src/lib.rs")], &mut seen)
+            module_files(&[root.join("src/lib.rs")], &tokio(), &mut seen)
                 .unwrap()
                 .is_empty()
         );
@@ -157,7 +162,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "src/lib.rs", "mod bad;\n");
         write(dir.path(), "src/bad.rs", "fn (");
-        let err = module_files(&[dir.path().join("src/lib.rs")], &mut BTreeSet::new()).unwrap_err();
+        let err = module_files(
+            &[dir.path().join("src/lib.rs")],
+            &tokio(),
+            &mut BTreeSet::new(),
+        )
+        .unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("bad.rs: is not valid Rust at line 1"),

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::cargo::rewrite::TOKIO;
 use crate::error::CliError;
 
 /// The package name of leakcheck's core crate.
@@ -32,6 +33,8 @@ pub struct Member {
     pub target_roots: Vec<PathBuf>,
     /// Whether it already depends on leakcheck (any kind, any name).
     pub depends_on_leakcheck: bool,
+    /// The names tokio goes by in it: `tokio` and its renames.
+    pub tokio_names: Vec<String>,
 }
 
 impl Workspace {
@@ -88,6 +91,13 @@ pub fn load(manifest_path: Option<&Path>, config_args: &[OsString]) -> Result<Wo
                 .dependencies
                 .iter()
                 .any(|dependency| dependency.name == LEAKCHECK_PACKAGE),
+            tokio_names: std::iter::once(TOKIO.to_owned())
+                .chain(package.dependencies.iter().filter_map(|dependency| {
+                    (dependency.name == TOKIO)
+                        .then(|| dependency.rename.as_ref().map(|r| r.replace('-', "_")))
+                        .flatten()
+                }))
+                .collect(),
         })
         .collect();
     Ok(Workspace {
