@@ -98,10 +98,11 @@ pub fn render(summary: &Summary, svg: &str, reports: &[LoadedReport]) -> String 
 fn summary_table(page: &mut String, summary: &Summary) {
     page.push_str("<h2>Spawn sites</h2>\n<table id=\"summary\">\n<thead><tr><th>Tasks</th><th>Tests</th><th>Oldest</th><th>Spawn site</th><th>Spawned in</th></tr></thead>\n<tbody>\n");
     for (index, site) in summary.sites.iter().enumerate() {
+        // Behind a `#[track_caller]` helper, the function that really spawned.
         let spawned_in = site
-            .representative
+            .spawn_call
             .as_ref()
-            .and_then(|r| r.frames.first())
+            .or_else(|| site.representative.as_ref().and_then(|r| r.frames.first()))
             .map(|f| f.function.as_str())
             .unwrap_or("");
         let _ = writeln!(
@@ -139,6 +140,13 @@ fn site_details(page: &mut String, summary: &Summary) {
             text::count(site.tasks, "task"),
             text::count(site.tests.len(), "test")
         );
+        if let Some(call) = &site.spawn_call {
+            let _ = writeln!(
+                page,
+                "<p>Spawn call: <code>{}</code> (the site above is its <code>#[track_caller]</code> caller)</p>",
+                escape(&call.to_string())
+            );
+        }
         page.push_str("<p>Tests: ");
         for (i, test) in site.tests.iter().enumerate() {
             let separator = if i == 0 { "" } else { ", " };

@@ -1,5 +1,10 @@
 //! `leakcheck summary`: every leaked task of many reports grouped by spawn
 //! site, worst site first, as a table for people or JSON for machines.
+//!
+//! A site is the pair the reports group by: where tokio says the task was
+//! spawned and, when that location is a `#[track_caller]` helper's caller,
+//! the `spawn` call inside the helper. Two library spawn points reached from
+//! one line of a test stay two sites.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -42,6 +47,10 @@ pub struct Summary {
 pub struct SiteSummary {
     /// Where the tasks were spawned.
     pub site: SourceLocation,
+    /// The `spawn` call behind `site` when `site` is the caller of a
+    /// `#[track_caller]` spawn helper.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn_call: Option<Frame>,
     /// Leaked tasks spawned here, over all reports.
     pub tasks: usize,
     /// Tests (report names) that leaked a task spawned here, sorted.
@@ -87,7 +96,7 @@ struct SiteAccumulator {
 
 /// Folds the reports by spawn site.
 pub fn summarize(reports: &[LoadedReport]) -> Summary {
-    let mut sites: BTreeMap<&SourceLocation, SiteAccumulator> = BTreeMap::new();
+    let mut sites: BTreeMap<(&SourceLocation, Option<&Frame>), SiteAccumulator> = BTreeMap::new();
     let mut degraded_tasks = 0;
     let mut degraded_tests = BTreeSet::new();
     for LoadedReport { report, .. } in reports {
@@ -99,7 +108,9 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
             continue;
         }
         for group in &report.sites {
-            let acc = sites.entry(&group.site).or_default();
+            let acc = sites
+                .entry((&group.site, group.spawn_call.as_ref()))
+                .or_default();
             acc.tasks += group.count;
             acc.tests.insert(report.test.clone());
             acc.oldest_age_ms = acc.oldest_age_ms.max(group.oldest_age_ms);
@@ -127,8 +138,9 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
     }
     let mut sites: Vec<SiteSummary> = sites
         .into_iter()
-        .map(|(site, acc)| SiteSummary {
+        .map(|((site, spawn_call), acc)| SiteSummary {
             site: site.clone(),
+            spawn_call: spawn_call.cloned(),
             tasks: acc.tasks,
             tests: acc.tests.into_iter().collect(),
             oldest_age_ms: acc.oldest_age_ms,
@@ -241,7 +253,10 @@ pub fn render_text(summary: &Summary) -> String {
                     s.tasks.to_string(),
                     s.tests.len().to_string(),
                     text::age(s.oldest_age_ms),
-                    s.site.to_string(),
+                    match &s.spawn_call {
+                        Some(call) => format!("{} via {}", s.site, call.function),
+                        None => s.site.to_string(),
+                    },
                 ]
             })
             .collect();
@@ -280,6 +295,12 @@ fn render_site(out: &mut String, site: &SiteSummary) {
         text::count(site.tests.len(), "test"),
         text::age(site.oldest_age_ms)
     );
+    if let Some(call) = &site.spawn_call {
+        let _ = writeln!(
+            out,
+            "  spawn call: {call} (the site above is its #[track_caller] caller)"
+        );
+    }
     let _ = writeln!(out, "  tests: {}", list_names(&site.tests));
     if !site.labels.is_empty() {
         let _ = writeln!(out, "  labels: {}", list_names(&site.labels));
@@ -307,5 +328,54 @@ fn list_names(names: &[String]) -> String {
     match names.len().saturating_sub(TESTS_LISTED) {
         0 => shown,
         more => format!("{shown} and {more} more"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{Document, parse};
+
+    /// A report of `test` with one task spawned at tests/a.rs:9 through the
+    /// given `#[track_caller]` helper's `spawn` line.
+    fn report(test: &str, spawn_line: u32) -> LoadedReport {
+        let json = format!(
+            r#"{{"schema_version": 2, "kind": "leak_report", "test": "{test}",
+            "created_at_unix_ms": 1, "grace_ms": 250, "leaked": 1,
+            "sites": [{{"site": {{"file": "tests/a.rs", "line": 9, "column": 5}},
+                       "spawn_call": {{"function": "lib::start", "file": "src/lib.rs", "line": {spawn_line}}},
+                       "count": 1, "oldest_age_ms": 3, "tasks": [{{"id": 4, "age_ms": 3}}]}}]}}"#
+        );
+        let Ok(Document::Report(report)) = parse(json.as_bytes()) else {
+            panic!("the fixture is a leak report");
+        };
+        LoadedReport {
+            path: format!("{test}.json").into(),
+            report,
+        }
+    }
+
+    #[test]
+    fn sites_are_the_pair_of_reported_location_and_spawn_call() {
+        let summary = summarize(&[report("a", 40), report("b", 40), report("c", 57)]);
+        let sites: Vec<(String, usize)> = summary
+            .sites
+            .iter()
+            .map(|s| (s.spawn_call.as_ref().unwrap().to_string(), s.tasks))
+            .collect();
+        assert_eq!(
+            sites,
+            [
+                ("lib::start at src/lib.rs:40".to_owned(), 2),
+                ("lib::start at src/lib.rs:57".to_owned(), 1)
+            ]
+        );
+        let text = render_text(&summary);
+        assert!(text.contains("from 2 spawn sites"), "{text}");
+        assert!(text.contains("tests/a.rs:9:5 via lib::start"), "{text}");
+        assert!(
+            text.contains("  spawn call: lib::start at src/lib.rs:57 (the site above"),
+            "{text}"
+        );
     }
 }
