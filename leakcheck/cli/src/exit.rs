@@ -34,6 +34,16 @@ Exit codes:
   3  an output file could not be written, or a snapshot could not be fetched
   4  a report directory is empty or missing (--allow-empty reads it as no leaks)";
 
+/// The exit-code table shown at the end of `cargo leakcheck --help`.
+pub const CARGO_HELP_TABLE: &str = "\
+Exit codes:
+  0    nothing leaked and nothing failed (adopt: done, or nothing to change)
+  1    tests failed on leaks and nothing else failed; adopt --check: something would change
+  2    bad command line or input (a file that does not parse, a dirty git tree, a bad baseline)
+  3    a file could not be written, or cargo or git could not run
+  100  tests failed for other reasons than leaks (some may have leaked too)
+  *    cargo's own code when it failed without a failing test (a build error)";
+
 /// Converts one of the constants above into the process exit status.
 pub fn code(value: u8) -> ExitCode {
     ExitCode::from(value)

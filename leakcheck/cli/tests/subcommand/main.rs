@@ -6,3 +6,4 @@
 mod adopt;
 mod run;
 mod support;
+mod usage;
