@@ -7,14 +7,17 @@
 //! its line: the same `file:line:column` is the same site; otherwise sites in
 //! the same file spawned from the same function are paired, nearest line
 //! first, so an unrelated edit above a `spawn` does not turn a known leak
-//! into a "new" one. Reports without spawn sites (built without
-//! `--cfg tokio_unstable`) are compared by their counts.
+//! into a "new" one. A site behind a `#[track_caller]` spawn helper is the
+//! pair (reported location, the helper's `spawn` call), as in the reports, and
+//! its spawn call must match too (by function and file). Reports without
+//! spawn sites (built without `--cfg tokio_unstable`) are compared by their
+//! counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use leakcheck::{SCHEMA_VERSION, SiteGroup, SourceLocation, Stack};
+use leakcheck::{Frame, SCHEMA_VERSION, SiteGroup, SourceLocation, Stack};
 use serde::Serialize;
 
 use crate::document::{Document, KIND_LEAK_REPORT, KIND_SNAPSHOT, LoadedReport};
@@ -129,6 +132,10 @@ pub struct Side {
 pub struct SiteDelta {
     /// Where the tasks were spawned (in the later document when the site is in it).
     pub site: SourceLocation,
+    /// The `spawn` call behind `site` when `site` is the caller of a
+    /// `#[track_caller]` spawn helper.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn_call: Option<Frame>,
     /// Where the same site was in the earlier document, when an edit moved it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<SourceLocation>,
@@ -216,9 +223,30 @@ struct Tally {
     function: Option<String>,
 }
 
+/// A site as the reports group them: the reported location and, behind a
+/// `#[track_caller]` helper, the helper's `spawn` call.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SiteKey {
+    site: SourceLocation,
+    spawn_call: Option<Frame>,
+}
+
+impl SiteKey {
+    /// Whether both spawn calls are the same call, an edit's line shift aside.
+    fn same_spawn_call(&self, other: &SiteKey) -> bool {
+        match (&self.spawn_call, &other.spawn_call) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                normalized(&a.function) == normalized(&b.function) && a.file == b.file
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tallied {
-    sites: BTreeMap<SourceLocation, Tally>,
+    sites: BTreeMap<SiteKey, Tally>,
     count_only: usize,
     tests: BTreeMap<String, usize>,
     tasks: usize,
@@ -229,7 +257,11 @@ struct Tallied {
 impl Tallied {
     fn add_groups(&mut self, groups: &[SiteGroup], stacks: &[Stack], test: Option<&str>) {
         for group in groups {
-            let tally = self.sites.entry(group.site.clone()).or_default();
+            let key = SiteKey {
+                site: group.site.clone(),
+                spawn_call: group.spawn_call.clone(),
+            };
+            let tally = self.sites.entry(key).or_default();
             tally.tasks += group.count;
             if let Some(test) = test {
                 tally.tests.insert(test.to_owned());
@@ -300,6 +332,7 @@ pub fn diff(before: &Input, after: &Input) -> Result<Diff, CliError> {
             .cmp(&b.change)
             .then(b.delta.abs().cmp(&a.delta.abs()))
             .then(a.site.cmp(&b.site))
+            .then(a.spawn_call.cmp(&b.spawn_call))
     });
     let count_only = (old.count_only > 0 || new.count_only > 0).then(|| CountOnly {
         before: old.count_only,
@@ -319,13 +352,13 @@ pub fn diff(before: &Input, after: &Input) -> Result<Diff, CliError> {
     })
 }
 
-type Entry<'t> = (&'t SourceLocation, &'t Tally);
+type Entry<'t> = (&'t SiteKey, &'t Tally);
 
 /// Pairs the sites of both sides: same location first, then same file and
 /// spawning function, nearest line first; the rest stand alone.
 fn match_sites<'t>(
-    before: &'t BTreeMap<SourceLocation, Tally>,
-    after: &'t BTreeMap<SourceLocation, Tally>,
+    before: &'t BTreeMap<SiteKey, Tally>,
+    after: &'t BTreeMap<SiteKey, Tally>,
 ) -> Vec<(Option<Entry<'t>>, Option<Entry<'t>>)> {
     let mut pairs = Vec::new();
     let mut old: Vec<Entry<'t>> = Vec::new();
@@ -346,8 +379,11 @@ fn match_sites<'t>(
                 (Some(a), Some(b)) => normalized(a) == normalized(b),
                 _ => false,
             };
-            if old_site.file == new_site.file && same_function {
-                candidates.push((old_site.line.abs_diff(new_site.line), i, j));
+            if old_site.site.file == new_site.site.file
+                && same_function
+                && old_site.same_spawn_call(new_site)
+            {
+                candidates.push((old_site.site.line.abs_diff(new_site.site.line), i, j));
             }
         }
     }
@@ -392,12 +428,12 @@ fn normalized(function: &str) -> &str {
 fn site_delta(before: Option<Entry<'_>>, after: Option<Entry<'_>>) -> SiteDelta {
     let count = |entry: Option<Entry<'_>>| entry.map_or(0, |(_, tally)| tally.tasks);
     let (before_count, after_count) = (count(before), count(after));
-    let (site, latest) = match (before, after) {
-        (_, Some((site, tally))) | (Some((site, tally)), None) => (site, tally),
+    let (key, latest) = match (before, after) {
+        (_, Some((key, tally))) | (Some((key, tally)), None) => (key, tally),
         (None, None) => unreachable!("a pair has at least one side"),
     };
     let moved_from = match (before, after) {
-        (Some((was, _)), Some((is, _))) if was != is => Some(was.clone()),
+        (Some((was, _)), Some((is, _))) if was.site != is.site => Some(was.site.clone()),
         _ => None,
     };
     let function = latest
@@ -405,7 +441,8 @@ fn site_delta(before: Option<Entry<'_>>, after: Option<Entry<'_>>) -> SiteDelta 
         .clone()
         .or_else(|| before.and_then(|(_, tally)| tally.function.clone()));
     SiteDelta {
-        site: site.clone(),
+        site: key.site.clone(),
+        spawn_call: key.spawn_call.clone(),
         moved_from,
         change: Change::of(before_count, after_count),
         before: before_count,
@@ -482,7 +519,9 @@ fn describe_side(side: &Side, compared: &str, is_dir: bool) -> String {
 
 fn site_text(site: &SiteDelta) -> String {
     let mut text = site.site.to_string();
-    if let Some(function) = &site.spawned_in {
+    if let Some(call) = &site.spawn_call {
+        let _ = write!(text, " via {call}");
+    } else if let Some(function) = &site.spawned_in {
         let _ = write!(text, " in {function}");
     }
     if let Some(was) = &site.moved_from {
@@ -656,11 +695,14 @@ pub fn render_markdown(diff: &Diff, link_base: Option<&str>) -> String {
             if let Some(was) = &site.moved_from {
                 let _ = write!(location, " (was `{}`)", cell(&was.to_string()));
             }
-            let function = site
-                .spawned_in
-                .as_deref()
-                .map(|f| format!("`{}`", cell(f)))
-                .unwrap_or_default();
+            let function = match &site.spawn_call {
+                Some(call) => format!("`{}`", cell(&call.to_string())),
+                None => site
+                    .spawned_in
+                    .as_deref()
+                    .map(|f| format!("`{}`", cell(f)))
+                    .unwrap_or_default(),
+            };
             let tests = site
                 .tests
                 .iter()
@@ -720,12 +762,70 @@ mod tests {
         }
     }
 
-    fn at(file: &str, line: u32) -> SourceLocation {
-        SourceLocation {
-            file: file.to_owned(),
-            line,
-            column: 5,
+    fn at(file: &str, line: u32) -> SiteKey {
+        SiteKey {
+            site: SourceLocation {
+                file: file.to_owned(),
+                line,
+                column: 5,
+            },
+            spawn_call: None,
         }
+    }
+
+    /// The caller's line `at(file, line)` of a `#[track_caller]` helper
+    /// whose `spawn` is at src/lib.rs:`spawn_line` in `function`.
+    fn via(file: &str, line: u32, function: &str, spawn_line: u32) -> SiteKey {
+        SiteKey {
+            spawn_call: Some(Frame {
+                function: function.to_owned(),
+                file: Some("src/lib.rs".to_owned()),
+                line: Some(spawn_line),
+            }),
+            ..at(file, line)
+        }
+    }
+
+    #[test]
+    fn sites_behind_a_track_caller_helper_match_by_their_spawn_call_too() {
+        let before = BTreeMap::from([
+            (
+                via("tests/a.rs", 9, "lib::start", 40),
+                tally(Some("lib::start"), 1),
+            ),
+            (
+                via("tests/a.rs", 9, "lib::stop", 70),
+                tally(Some("lib::stop"), 1),
+            ),
+        ]);
+        // An edit moved both spawn calls and the test line; lib::stop's
+        // leak is fixed and a new one comes from lib::restart.
+        let after = BTreeMap::from([
+            (
+                via("tests/a.rs", 11, "lib::start", 44),
+                tally(Some("lib::start"), 1),
+            ),
+            (
+                via("tests/a.rs", 11, "lib::restart", 90),
+                tally(Some("lib::restart"), 1),
+            ),
+        ]);
+        let mut changes: Vec<(String, Change)> = match_sites(&before, &after)
+            .into_iter()
+            .map(|(b, a)| {
+                let delta = site_delta(b, a);
+                (delta.spawn_call.unwrap().function, delta.change)
+            })
+            .collect();
+        changes.sort();
+        assert_eq!(
+            changes,
+            [
+                ("lib::restart".to_owned(), Change::Appeared),
+                ("lib::start".to_owned(), Change::Unchanged),
+                ("lib::stop".to_owned(), Change::Disappeared),
+            ]
+        );
     }
 
     #[test]
@@ -742,7 +842,7 @@ mod tests {
         ]);
         let mut pairs: Vec<(Option<u32>, Option<u32>)> = match_sites(&before, &after)
             .into_iter()
-            .map(|(b, a)| (b.map(|(s, _)| s.line), a.map(|(s, _)| s.line)))
+            .map(|(b, a)| (b.map(|(s, _)| s.site.line), a.map(|(s, _)| s.site.line)))
             .collect();
         pairs.sort();
         assert_eq!(
@@ -772,13 +872,13 @@ mod tests {
     #[test]
     fn markdown_cells_cannot_break_the_table() {
         assert_eq!(cell("a|b`c\nd<e>"), "a\\|b'c d<e>");
-        let site = at("src/my file.rs", 7);
+        let site = at("src/my file.rs", 7).site;
         assert_eq!(
             site_link(&site, Some("https://x/blob/abc/")),
             "[`src/my file.rs:7:5`](https://x/blob/abc/src/my%20file.rs#L7)"
         );
         assert_eq!(
-            site_link(&at("/rustc/x.rs", 1), Some("https://x")),
+            site_link(&at("/rustc/x.rs", 1).site, Some("https://x")),
             "`/rustc/x.rs:1:5`"
         );
     }
