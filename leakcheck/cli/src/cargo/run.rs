@@ -9,6 +9,8 @@
 //! `LEAKCHECK_MODE`). The runner's output is forwarded as it comes and read
 //! for the names of failed tests ([`super::failures`]); a failed test with
 //! a leak report failed on its leak, any other failed for another reason.
+//! Being piped, cargo and the runner print without colours (forcing them
+//! would put escape codes in the lines being read).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
