@@ -337,6 +337,8 @@ mod tests {
             ignored: 0,
             degraded: false,
             degraded_reason: None,
+            mode: crate::Mode::Fail,
+            subject: crate::report::Subject::Test,
             sites,
             stacks: vec![stack("app::start_heartbeat"), stack("app::accept_loop")],
         }

@@ -131,6 +131,12 @@ where
         }
     };
 
+    // Verdicts of guards dropped unverified in tasks, whose panics ended only
+    // those tasks: the test fails with them.
+    let dropped = tracker.inner.take_dropped();
+    for report in &dropped {
+        eprintln!("{report}\n{DROPPED_IN_TASK}");
+    }
     let settings = &tracker.inner.settings;
     let verdict = match crate::baseline::apply(
         &test_name(&config),
@@ -147,7 +153,7 @@ where
             // The panic message is already printed; leaks follow it as context.
             if let Err(report) = verdict {
                 if !config.expects_panic {
-                    crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+                    crate::output::publish(&report, settings.report_dir.as_deref(), false);
                 }
                 eprintln!("{report}");
             }
@@ -156,13 +162,22 @@ where
     };
     // Prints `Error: …` for a failed body, before anything about leaks.
     let code = output.report();
-    let Err(report) = verdict else {
+    let Err(mut report) = verdict else {
+        if !dropped.is_empty() && tracker.mode() == Mode::Fail {
+            panic!("{DROPPED_IN_TASK}");
+        }
         return code;
     };
-    if !config.expects_panic {
-        crate::output::publish(&report, tracker.inner.settings.report_dir.as_deref());
+    let unappliable_ignore =
+        report.degraded && (!config.ignore.is_empty() || !tracker.inner.ignore.is_empty());
+    if unappliable_ignore {
+        // It does not fail the test: not a failure report.
+        report.mode = Mode::Warn;
     }
-    if report.degraded && (!config.ignore.is_empty() || !tracker.inner.ignore.is_empty()) {
+    if !config.expects_panic {
+        crate::output::publish(&report, settings.report_dir.as_deref(), false);
+    }
+    if unappliable_ignore {
         eprintln!("{report}\n{}", unappliable_ignore_note(&report));
         return code;
     }
@@ -174,6 +189,9 @@ where
         }
     }
 }
+
+/// Why a test fails on a report printed above it.
+const DROPPED_IN_TASK: &str = "leakcheck: a VerifyGuard dropped without `.verify().await` inside a spawned task found the leaks above; its panic ended only that task, so the test fails here";
 
 /// Why a count-only verdict does not fail a test with `ignore` patterns: the
 /// count cannot tell the tasks they cover from leaked ones.

@@ -96,7 +96,7 @@
 //! | `LEAKCHECK_GRACE` | time tasks get to finish after the body, e.g. `250ms`, `2s`, `0` | `250ms` |
 //! | `LEAKCHECK_IGNORE` | comma-separated ignore patterns for every test, e.g. `src/metrics.rs,hyper_util::client` | none |
 //! | `LEAKCHECK_MODE` | `fail` (panic with the report) or `warn` (print it, pass) | `fail` |
-//! | `LEAKCHECK_REPORT_DIR` | directory receiving one JSON report per failing test, written atomically | unset; `target/leakcheck-reports` in the workspace when `CI` is set |
+//! | `LEAKCHECK_REPORT_DIR` | directory receiving one JSON report per leaking test, written atomically (`"mode": "warn"` when the leak only warned; none for an expected `#[should_panic]` leak) | unset; `target/leakcheck-reports` in the workspace when `CI` is set |
 //! | `LEAKCHECK_BASELINE` | a baseline file (`cargo leakcheck baseline`): leaks at the spawn sites it lists do not fail their test | unset (`cargo leakcheck test` sets it to `leakcheck-baseline.json` when that exists) |
 //!
 //! Crate-wide settings can also live in the manifest, read by every test of
@@ -115,7 +115,9 @@
 //!
 //! Under GitHub Actions
 //! (`GITHUB_ACTIONS=true`) each leaking spawn site is also printed as an
-//! `::error file=…,line=…` annotation, so the leak shows on the pull request.
+//! `::error file=…,line=…` annotation, so the leak shows on the pull request
+//! (`::warning` in `warn` mode; none for a `#[should_panic]` test's expected
+//! leak).
 //!
 //! # Cost
 //! The spawn hook captures the spawn site (free) and, with backtraces on, up
@@ -164,7 +166,7 @@ pub use label::{Labeled, labeled};
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
     Frame, LeakReport, Liveness, LivenessClass, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot,
-    SourceLocation, Stack, TOKIO_UNSTABLE_HINT, TaskEntry,
+    SourceLocation, Stack, Subject, TOKIO_UNSTABLE_HINT, TaskEntry,
 };
 pub use settings::{
     BacktraceMode, DEFAULT_BACKTRACE, DEFAULT_CI_REPORT_DIR, DEFAULT_GRACE, DEFAULT_MODE,

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::report::{LeakReport, SourceLocation};
+use crate::settings::Mode;
 
 /// Writes `report` as `<dir>/<test name>.json` and returns the path.
 ///
@@ -15,12 +16,40 @@ pub fn write_report(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf>
     write_json(dir, &report.test, &report.to_json())
 }
 
-/// Writes `json` as `<dir>/<name>.json` (the name made file-safe), atomically
-/// as [`write_report`] does, and returns the path.
-pub(crate) fn write_json(dir: &Path, name: &str, json: &str) -> std::io::Result<PathBuf> {
+/// Writes `report` as `<dir>/<test name>.json`, or `<test name>-2.json` and
+/// so on when that exists: for scopes without a name of their own, whose
+/// names may repeat (a helper opened in a loop, from several tests).
+fn write_report_beside_others(report: &LeakReport, dir: &Path) -> std::io::Result<PathBuf> {
+    /// Files tried before giving up.
+    const MAX_NAMES: usize = 1000;
     std::fs::create_dir_all(dir)?;
-    let stem: String = name
-        .chars()
+    let stem = file_stem(&report.test);
+    let mut text = report.to_json();
+    text.push('\n');
+    let path_for = |n: usize| match n {
+        1 => dir.join(format!("{stem}.json")),
+        n => dir.join(format!("{stem}-{n}.json")),
+    };
+    let mut file = temporary_file_beside(&path_for(1))?;
+    file.write_all(text.as_bytes())?;
+    file.as_file().sync_all()?;
+    for n in 1..=MAX_NAMES {
+        let path = path_for(n);
+        match file.persist_noclobber(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => file = e.file,
+            Err(e) => return Err(e.error),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{MAX_NAMES} reports named {stem}*.json already exist"),
+    ))
+}
+
+/// `name` with every character a file name should not hold replaced by `_`.
+fn file_stem(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
@@ -28,8 +57,14 @@ pub(crate) fn write_json(dir: &Path, name: &str, json: &str) -> std::io::Result<
                 '_'
             }
         })
-        .collect();
-    let path = dir.join(format!("{stem}.json"));
+        .collect()
+}
+
+/// Writes `json` as `<dir>/<name>.json` (the name made file-safe), atomically
+/// as [`write_report`] does, and returns the path.
+pub(crate) fn write_json(dir: &Path, name: &str, json: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.json", file_stem(name)));
     let mut text = json.to_owned();
     text.push('\n');
     write_atomically(&path, text.as_bytes())?;
@@ -43,6 +78,15 @@ pub(crate) fn write_json(dir: &Path, name: &str, json: &str) -> std::io::Result<
 /// removed and `path` is untouched. The `leakcheck` CLI writes its outputs
 /// through this too.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = temporary_file_beside(path)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A hidden temporary file in `path`'s directory, to be renamed to `path`.
+fn temporary_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -52,19 +96,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // The umask applies as for `File::create`, instead of tempfile's private 0600.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut file = builder.tempfile_in(directory)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    builder.tempfile_in(directory)
 }
 
-/// Writes the report file (if a directory is configured) and the GitHub
-/// annotations (if running under GitHub Actions). Failures to write are
-/// printed, not raised: the test's own verdict matters more.
-pub(crate) fn publish(report: &LeakReport, dir: Option<&Path>) {
+/// Writes the report file (if a directory is configured; `beside_others`
+/// for reports whose name may repeat, see [`write_report_beside_others`])
+/// and the GitHub annotations (if running under GitHub Actions): `::error`,
+/// or `::warning` for a `warn` mode report. Failures to write are printed,
+/// not raised: the test's own verdict matters more.
+pub(crate) fn publish(report: &LeakReport, dir: Option<&Path>, beside_others: bool) {
     if let Some(dir) = dir {
-        match write_report(report, dir) {
+        let written = if beside_others {
+            write_report_beside_others(report, dir)
+        } else {
+            write_report(report, dir)
+        };
+        match written {
             Ok(path) => eprintln!("leakcheck: report written to {}", path.display()),
             Err(err) => eprintln!(
                 "leakcheck: could not write the report to {}: {err}",
@@ -82,8 +129,13 @@ pub(crate) fn publish(report: &LeakReport, dir: Option<&Path>) {
     }
 }
 
-/// `::error` workflow commands, one per leaking spawn site.
+/// Workflow commands, one per leaking spawn site: `::error`, or `::warning`
+/// when the leak did not fail its test (`warn` mode).
 pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
+    let level = match report.mode {
+        Mode::Fail => "error",
+        Mode::Warn => "warning",
+    };
     report
         .sites
         .iter()
@@ -93,7 +145,8 @@ pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
                 "{} {plural} spawned here outlived test `{}` (oldest {} ms); await or abort it before the test returns",
                 group.count, report.test, group.oldest_age_ms
             );
-            github_annotation(&group.site, &format!("leakcheck: leaked {plural}"), &message)
+            let title = format!("leakcheck: leaked {plural}");
+            workflow_command(level, &group.site, &title, &message)
         })
         .collect()
 }
@@ -102,8 +155,13 @@ pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
 /// pull request's diff at `site`; the `leakcheck summary --format github`
 /// annotations of a merged CI run use it too.
 pub fn github_annotation(site: &SourceLocation, title: &str, message: &str) -> String {
+    workflow_command("error", site, title, message)
+}
+
+/// `::<level> file=…` at `site`.
+fn workflow_command(level: &str, site: &SourceLocation, title: &str, message: &str) -> String {
     format!(
-        "::error file={},line={},col={},title={}::{}",
+        "::{level} file={},line={},col={},title={}::{}",
         escape_property(&site.file),
         site.line,
         site.column,

@@ -15,7 +15,40 @@ use serde::{Deserialize, Serialize};
 /// reported site, spawn call) and made `TaskEntry::parked_at` a [`ParkedAt`]
 /// (one frame list per trace, with what was cut) instead of one string, and
 /// added `TaskEntry::liveness`.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// Version 3 added `LeakReport::mode` (a `warn` report is a warning, not a
+/// failure) and `LeakReport::subject` (a test or a `verify_none()` scope).
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// What a [`LeakReport`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Subject {
+    /// A `#[leakcheck::test]` body.
+    #[default]
+    Test,
+    /// The code between [`crate::verify_none`] and its verification.
+    Scope,
+}
+
+impl Subject {
+    /// Who spawned a task from outside any task.
+    fn code(self) -> &'static str {
+        match self {
+            Subject::Test => "the test body",
+            Subject::Scope => "the scope's code",
+        }
+    }
+
+    /// When the grace began.
+    fn end(self) -> &'static str {
+        match self {
+            Subject::Test => "the body returned",
+            Subject::Scope => "the scope ended",
+        }
+    }
+}
 
 /// A source position, relative to the workspace root when it lies inside it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -258,6 +291,14 @@ pub struct LeakReport {
     /// Why the check was degraded, and what to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded_reason: Option<String>,
+    /// `fail`: the leak failed its test; `warn`: it was only reported (a
+    /// warning). Absent before schema version 3: `fail`.
+    #[serde(default)]
+    pub mode: crate::Mode,
+    /// A test or a `verify_none()` scope. Absent before schema version 3:
+    /// `test`.
+    #[serde(default)]
+    pub subject: Subject,
     /// Leaked tasks grouped by spawn site.
     pub sites: Vec<SiteGroup>,
     /// Spawn backtraces referenced by `TaskEntry::stack`.
@@ -280,8 +321,11 @@ impl fmt::Display for LeakReport {
         let plural = if self.leaked == 1 { "task" } else { "tasks" };
         writeln!(
             f,
-            "leakcheck: {} leaked {plural} in `{}` (still running {} ms after the body returned)",
-            self.leaked, self.test, self.grace_ms
+            "leakcheck: {} leaked {plural} in `{}` (still running {} ms after {})",
+            self.leaked,
+            self.test,
+            self.grace_ms,
+            self.subject.end()
         )?;
         if self.degraded {
             writeln!(
@@ -313,7 +357,7 @@ impl fmt::Display for LeakReport {
                 "  task {} · age {} ms · spawned by ",
                 first.id, first.age_ms
             )?;
-            write_chain(f, &first.spawned_by)?;
+            write_chain(f, &first.spawned_by, self.subject)?;
             if let Some(label) = &first.label {
                 write!(f, " · label {label}")?;
             }
@@ -341,9 +385,17 @@ impl fmt::Display for LeakReport {
         match self.sites.first() {
             Some(group) => writeln!(
                 f,
-                "hint: the task spawned at {} is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"{}\"` if it is meant to outlive the test",
+                "hint: the task spawned at {} is still running; keep its JoinHandle and await or abort it before {} (or cancel it with a token), or add `ignore = \"{}\"` if it is meant to outlive {}",
                 group.site,
-                narrowest_ignore(&group.site)
+                match self.subject {
+                    Subject::Test => "the test returns",
+                    Subject::Scope => "the scope ends",
+                },
+                narrowest_ignore(&group.site),
+                match self.subject {
+                    Subject::Test => "the test",
+                    Subject::Scope => "the scope",
+                },
             ),
             None => Ok(()),
         }
@@ -393,11 +445,11 @@ fn write_parked(f: &mut fmt::Formatter<'_>, parked: &ParkedAt) -> fmt::Result {
     Ok(())
 }
 
-fn write_chain(f: &mut fmt::Formatter<'_>, chain: &[u64]) -> fmt::Result {
+fn write_chain(f: &mut fmt::Formatter<'_>, chain: &[u64], subject: Subject) -> fmt::Result {
     for id in chain {
         write!(f, "task {id} ← ")?;
     }
-    f.write_str("the test body")
+    f.write_str(subject.code())
 }
 
 #[cfg(test)]

@@ -39,10 +39,12 @@ pub enum BacktraceMode {
 }
 
 /// What a leak does to the test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Mode {
     /// Fail the test (panic with the report).
+    #[default]
     Fail,
     /// Print the report to stderr and let the test pass.
     Warn,

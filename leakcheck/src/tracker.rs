@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use crate::liveness::PollSlots;
 use crate::registry::{Context, ContextRef, Label, Registry, Scope, Spawner};
-use crate::report::Snapshot;
+use crate::report::{LeakReport, Snapshot};
 use crate::settings::{BacktraceMode, Mode, Settings};
 
 #[cfg(tokio_unstable)]
@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     pub(crate) verifying: AtomicUsize,
     /// The poll in progress on each thread that polls this tracker's tasks.
     pub(crate) poll_slots: PollSlots,
+    /// Reports of guards dropped unverified inside tasks: their panic ends
+    /// only that task, so the test harness fails with them.
+    dropped: Mutex<Vec<LeakReport>>,
 }
 
 /// The open scopes of a tracker, each with its context (the scopes enclosing
@@ -460,6 +463,16 @@ impl Inner {
         }
     }
 
+    /// Keeps the report of a guard dropped unverified inside a task.
+    pub(crate) fn dropped_in_task(&self, report: LeakReport) {
+        self.dropped.lock().push(report);
+    }
+
+    /// The reports kept by [`Inner::dropped_in_task`] so far.
+    pub(crate) fn take_dropped(&self) -> Vec<LeakReport> {
+        std::mem::take(&mut *self.dropped.lock())
+    }
+
     fn drained(&self, label: &Label) {
         if let Some(hook) = &self.label_drained {
             hook(&label.name);
@@ -667,6 +680,7 @@ impl TrackerBuilder {
                 label_drained: self.label_drained,
                 verifying: AtomicUsize::new(0),
                 poll_slots: PollSlots::default(),
+                dropped: Mutex::new(Vec::new()),
             }),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::future::Future as _;
 use std::num::NonZeroU64;
+use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::collect;
 use crate::liveness::GraceWatch;
-use crate::report::{LeakReport, SCHEMA_VERSION, TOKIO_UNSTABLE_HINT};
+use crate::report::{LeakReport, SCHEMA_VERSION, Subject, TOKIO_UNSTABLE_HINT};
 use crate::settings::{Mode, Settings};
 use crate::tracker::{OpenScope, Tracker};
 
@@ -44,16 +45,26 @@ const MIN_WAIT: Duration = Duration::from_millis(50);
 ///   blocks, so it checks immediately, without grace.
 ///
 /// Leaks found on drop panic with the report (or print it in `warn` mode).
+/// A panic inside a spawned task ends only that task, so a guard dropped in
+/// one also hands its report to the tracker, and the `#[leakcheck::test]`
+/// running on that runtime fails with it.
 ///
 /// # Panics
 /// Outside a tokio runtime.
+#[track_caller]
 pub fn verify_none() -> VerifyGuard {
-    const NAME: &str = "verify_none scope";
+    // Named after where it was opened; reports of unnamed scopes also get
+    // file names of their own (see `publish`).
+    let name = format!("verify_none scope at {}", Location::caller());
     let handle = Handle::current();
     // Counted before `Tracker::current`, whose lookup may spawn a probe task.
     let baseline = handle.metrics().num_alive_tasks();
     if let Some(tracker) = Tracker::current() {
-        return VerifyGuard::for_tracker(&tracker, NAME.to_owned(), tracker.grace(), Vec::new());
+        let grace = tracker.grace();
+        let mut guard = VerifyGuard::for_tracker(&tracker, name, grace, Vec::new());
+        guard.subject = Subject::Scope;
+        guard.unnamed = true;
+        return guard;
     }
     let settings = Settings::from_env();
     VerifyGuard {
@@ -62,7 +73,9 @@ pub fn verify_none() -> VerifyGuard {
             reason: degraded_reason(),
         }),
         handle,
-        name: NAME.to_owned(),
+        name,
+        subject: Subject::Scope,
+        unnamed: true,
         grace: settings.grace,
         mode: settings.mode,
         report_dir: settings.report_dir,
@@ -86,6 +99,9 @@ pub struct VerifyGuard {
     state: Option<State>,
     handle: Handle,
     name: String,
+    subject: Subject,
+    /// Not given a name with [`VerifyGuard::named`].
+    unnamed: bool,
     grace: Duration,
     mode: Mode,
     report_dir: Option<PathBuf>,
@@ -131,6 +147,8 @@ impl VerifyGuard {
             handle,
             state: Some(state),
             name,
+            subject: Subject::Test,
+            unnamed: false,
             grace,
             mode: tracker.mode(),
             report_dir: tracker.inner.settings.report_dir.clone(),
@@ -138,9 +156,11 @@ impl VerifyGuard {
         }
     }
 
-    /// The name the report gives the scope (default `"verify_none scope"`).
+    /// The name the report gives the scope (default `"verify_none scope at
+    /// <file>:<line>:<column>"`, where `verify_none` was called).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.unnamed = false;
         self
     }
 
@@ -266,6 +286,8 @@ impl VerifyGuard {
             ignored,
             degraded: false,
             degraded_reason: None,
+            mode: self.mode,
+            subject: self.subject,
             sites,
             stacks,
         })
@@ -292,6 +314,8 @@ impl VerifyGuard {
                         .join(", ")
                 ),
             }),
+            mode: self.mode,
+            subject: self.subject,
             sites: Vec::new(),
             stacks: Vec::new(),
         }
@@ -350,10 +374,17 @@ impl Drop for VerifyGuard {
             }
             return;
         }
+        let tracker = match &state {
+            State::Tracked { tracker, .. } => Some(tracker.clone()),
+            State::Counted { .. } => None,
+        };
         if let Some(report) = self.check_on_drop(state) {
-            crate::output::publish(&report, self.report_dir.as_deref());
+            crate::output::publish(&report, self.report_dir.as_deref(), self.unnamed);
             match self.mode {
                 Mode::Fail => {
+                    if let Some(tracker) = tracker.filter(|_| tokio::task::try_id().is_some()) {
+                        tracker.inner.dropped_in_task(report.clone());
+                    }
                     panic!("{report}\n(the VerifyGuard was dropped without `.verify().await`)")
                 }
                 Mode::Warn => eprintln!("{report}"),

@@ -82,3 +82,50 @@ fn a_panicking_scope_does_not_panic_again_on_drop() {
         Some(&"the scope's own panic")
     );
 }
+
+// The guard's panic ends only the task it was dropped in, here even caught:
+// the test still fails with its verdict.
+#[leakcheck::test]
+#[should_panic(expected = "inside a spawned task found the leaks above")]
+async fn a_guard_dropped_in_a_task_still_fails_the_test() {
+    tokio::spawn(async {
+        let guard = leakcheck::verify_none();
+        let leaked = tokio::spawn(std::future::pending::<()>());
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(guard)));
+        assert!(dropped.is_err(), "the drop found the leak");
+        // The test body itself leaks nothing.
+        leaked.abort();
+        let _ = leaked.await;
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn unnamed_scopes_dropped_in_a_loop_keep_every_report() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-unnamed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tracker = leakcheck::Tracker::builder()
+        .mode(leakcheck::Mode::Warn)
+        .report_dir(&dir)
+        .build();
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    tracker.install(builder.enable_all());
+    builder.build().unwrap().block_on(async {
+        for _ in 0..3 {
+            let _guard = leakcheck::verify_none();
+            tokio::spawn(std::future::pending::<()>());
+        }
+    });
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(names.len(), 3, "one report per scope: {names:?}");
+    assert!(
+        names[0].starts_with("verify_none_scope_at_leakcheck_tests_guard_drop.rs_"),
+        "named after where the scope was opened: {names:?}"
+    );
+}

@@ -151,6 +151,35 @@ fn env_mode_warn_lets_the_test_pass() {
 }
 
 #[test]
+fn warn_mode_annotates_a_warning_and_marks_its_report() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-warn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, stdout, stderr) = run_fixture(
+        "fixture_leaky",
+        &[
+            ("LEAKCHECK_MODE", "warn"),
+            ("GITHUB_ACTIONS", "true"),
+            ("LEAKCHECK_REPORT_DIR", dir.to_str().unwrap()),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("::error"), "no error annotation: {stdout}");
+    assert!(
+        stdout.contains("::warning file=leakcheck/tests/wording.rs,line=50,"),
+        "{stdout}"
+    );
+    let path = dir.join("wording__fixture_leaky.json");
+    let report: leakcheck::LeakReport =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        report.mode,
+        leakcheck::Mode::Warn,
+        "a warning, not a failure report"
+    );
+}
+
+#[test]
 fn malformed_env_names_the_variable() {
     let (ok, _, stderr) = run_fixture("fixture_leaky", &[("LEAKCHECK_GRACE", "soon")]);
     assert!(!ok);
@@ -280,13 +309,13 @@ fn report_layout_is_pinned() {
 }
 
 const EXPECTED_LAYOUT: &str = "\
-leakcheck: 1 leaked task in `verify_none scope` (still running N ms after the body returned)
+leakcheck: 1 leaked task in `verify_none scope at leakcheck/tests/wording.rs:209:25` (still running N ms after the scope ended)
 
-── leakcheck/tests/wording.rs:181:13 · 1 task ──
-  task N · age N ms · spawned by the test body
+── leakcheck/tests/wording.rs:210:13 · 1 task ──
+  task N · age N ms · spawned by the scope's code
   idle: polled once during the grace (N ms ago), then waiting for a wake that has not come
   spawn backtrace:
-    0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:181
+    0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:210
 
-hint: the task spawned at leakcheck/tests/wording.rs:181:13 is still running; keep its JoinHandle and await or abort it before the test returns (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs:181\"` if it is meant to outlive the test
+hint: the task spawned at leakcheck/tests/wording.rs:210:13 is still running; keep its JoinHandle and await or abort it before the scope ends (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs:210\"` if it is meant to outlive the scope
 ";

@@ -332,5 +332,23 @@ mod tests {
         };
         let call = report.sites[0].spawn_call.as_ref().unwrap();
         assert_eq!(call.to_string(), "lib::start at src/lib.rs:40");
+        assert_eq!(
+            report.mode,
+            leakcheck::Mode::Fail,
+            "before version 3: failures"
+        );
+        assert_eq!(report.subject, leakcheck::Subject::Test);
+    }
+
+    #[test]
+    fn reads_a_version_3_warning_of_a_scope() {
+        let v3 = br#"{"schema_version": 3, "kind": "leak_report", "test": "a::b",
+            "created_at_unix_ms": 1, "grace_ms": 250, "leaked": 0,
+            "mode": "warn", "subject": "scope", "sites": []}"#;
+        let Ok(Document::Report(report)) = parse(v3) else {
+            panic!("a version 3 report is read");
+        };
+        assert_eq!(report.mode, leakcheck::Mode::Warn);
+        assert_eq!(report.subject, leakcheck::Subject::Scope);
     }
 }

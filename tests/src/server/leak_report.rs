@@ -1,13 +1,13 @@
-//! The parts of leakcheck's `LeakReport` JSON (schema_version 2) the suite reads.
+//! The parts of leakcheck's `LeakReport` JSON (schema_version 3) the suite reads.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 /// The only leak report / snapshot schema this suite reads.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
-/// The parts of a leakcheck `LeakReport` (schema_version 2) the suite uses.
+/// The parts of a leakcheck `LeakReport` (schema_version 3) the suite uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeakReport {
     /// Always 2.
