@@ -13,8 +13,8 @@ const CASES: &[(&str, &str)] = &[
         "binary data, not a JSON leakcheck document",
     ),
     (
-        "bad/schema_v3.json",
-        "schema_version 3 is not supported: this leakcheck reads versions 1 to 2",
+        "bad/schema_v99.json",
+        "schema_version 99 is not supported: this leakcheck reads versions 1 to 3",
     ),
     (
         "bad/wrong_kind.json",
