@@ -27,8 +27,11 @@ use std::sync::OnceLock;
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-/// Most return addresses kept per spawn backtrace.
-pub(crate) const MAX_FRAMES: usize = 32;
+/// Most return addresses kept per spawn backtrace: the ~13 frames of
+/// tokio's spawn path and leakcheck's hook (debug build), then room for 50
+/// user frames, so a spawn made through 40 layers of helpers or middleware
+/// still shows the test body that started it.
+pub(crate) const MAX_FRAMES: usize = 64;
 
 /// Handle to an interned stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

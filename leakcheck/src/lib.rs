@@ -121,7 +121,7 @@
 //!
 //! # Cost
 //! The spawn hook captures the spawn site (free) and, with backtraces on, up
-//! to 32 return addresses by a bounded frame-pointer walk, interned so equal
+//! to 64 return addresses by a bounded frame-pointer walk, interned so equal
 //! stacks are stored once; symbols are resolved only for reported tasks.
 //! Records live in 64 sharded maps (48 bytes each). See `BENCHMARKS.md` for
 //! measured ratios against an untracked runtime, tokio-metrics and

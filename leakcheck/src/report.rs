@@ -373,9 +373,7 @@ impl fmt::Display for LeakReport {
             }
             if let Some(stack) = first.stack.and_then(|i| self.stacks.get(i)) {
                 writeln!(f, "  spawn backtrace:")?;
-                for (i, frame) in stack.frames.iter().enumerate() {
-                    writeln!(f, "    {i}: {frame}")?;
-                }
+                write_folded(f, &stack.frames)?;
             }
             if let Some(parked) = &first.parked_at {
                 write_parked(f, parked)?;
@@ -407,6 +405,74 @@ impl fmt::Display for LeakReport {
 /// so following the hint does not hide other leaks of the same file.
 pub(crate) fn narrowest_ignore(site: &SourceLocation) -> String {
     format!("{}:{}", site.file, site.line)
+}
+
+/// Longest run of frames folded as one repeated block (mutual recursion,
+/// layers that alternate).
+const MAX_FOLDED_PERIOD: usize = 4;
+
+/// A stretch of a backtrace: `block` repeated `times` times from `start`.
+#[derive(Debug, PartialEq, Eq)]
+struct Run<'a> {
+    start: usize,
+    block: &'a [Frame],
+    times: usize,
+}
+
+/// Splits `frames` into runs, folding back-to-back repeats of a block of up
+/// to [`MAX_FOLDED_PERIOD`] frames; at each position the block covering the
+/// most frames wins, the shortest on ties.
+fn fold(frames: &[Frame]) -> Vec<Run<'_>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < frames.len() {
+        let mut best = Run {
+            start,
+            block: &frames[start..=start],
+            times: 1,
+        };
+        for period in 1..=MAX_FOLDED_PERIOD.min(frames.len() - start) {
+            let block = &frames[start..start + period];
+            let times = frames[start..]
+                .chunks_exact(period)
+                .take_while(|chunk| *chunk == block)
+                .count();
+            if times >= 2 && period * times > best.block.len() * best.times {
+                best = Run {
+                    start,
+                    block,
+                    times,
+                };
+            }
+        }
+        start += best.block.len() * best.times;
+        runs.push(best);
+    }
+    runs
+}
+
+/// A backtrace, numbered as in the JSON, with repeated frames folded.
+fn write_folded(f: &mut fmt::Formatter<'_>, frames: &[Frame]) -> fmt::Result {
+    for run in fold(frames) {
+        let end = run.start + run.block.len() * run.times - 1;
+        match run.block {
+            [frame] if run.times == 1 => writeln!(f, "    {}: {frame}", run.start)?,
+            [frame] => writeln!(f, "    {}–{end}: {frame} ×{}", run.start, run.times)?,
+            block => {
+                writeln!(
+                    f,
+                    "    {}–{end}: these {} frames ×{}:",
+                    run.start,
+                    block.len(),
+                    run.times
+                )?;
+                for frame in block {
+                    writeln!(f, "      {frame}")?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_parked(f: &mut fmt::Formatter<'_>, parked: &ParkedAt) -> fmt::Result {
@@ -462,6 +528,39 @@ mod tests {
             file: Some("src/lib.rs".to_owned()),
             line: Some(7),
         }
+    }
+
+    #[test]
+    fn repeated_frames_and_blocks_are_folded() {
+        let [a, b, c] = ["a", "b", "c"].map(frame);
+        let frames = vec![
+            c.clone(),
+            a.clone(),
+            a.clone(),
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            b.clone(),
+            c.clone(),
+            a.clone(),
+        ];
+        struct Show<'a>(&'a [Frame]);
+        impl fmt::Display for Show<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_folded(f, self.0)
+            }
+        }
+        assert_eq!(
+            Show(&frames).to_string(),
+            "    0: c at src/lib.rs:7
+    1–3: a at src/lib.rs:7 ×3
+    4–7: these 2 frames ×2:
+      b at src/lib.rs:7
+      c at src/lib.rs:7
+    8: a at src/lib.rs:7
+"
+        );
+        assert_eq!(Show(&[]).to_string(), "");
     }
 
     #[test]

@@ -11,8 +11,10 @@ use rustc_hash::FxHashMap;
 use crate::capture::{self, StackId};
 use crate::report::Frame;
 
-/// Most frames kept per resolved stack, after trimming.
-const MAX_USER_FRAMES: usize = 16;
+/// Most frames kept per resolved stack, after trimming: every user frame
+/// [`capture::MAX_FRAMES`] leaves room for. The text report folds repeated
+/// ones (see `report`); the JSON keeps them all.
+const MAX_USER_FRAMES: usize = 52;
 
 /// Crates whose frames say nothing about where the user spawned.
 const PLUMBING_CRATES: &[&str] = &[
@@ -64,7 +66,7 @@ fn resolve_uncached(stack: StackId) -> Vec<Frame> {
             });
         });
     }
-    frames.dedup();
+    // Repeated frames (recursion) are kept: the text report folds them.
     frames.truncate(MAX_USER_FRAMES);
     frames
 }
@@ -82,6 +84,8 @@ pub(crate) fn is_plumbing(function: &str) -> bool {
         || path.starts_with("start_thread")
         || path.starts_with("clone")
         || path.starts_with("main")
+        // libtest's `<fn() -> Result<(), String> as FnOnce<()>>::call_once`.
+        || path.starts_with("fn(")
 }
 
 #[cfg(test)]
@@ -96,6 +100,9 @@ mod tests {
         ));
         assert!(is_plumbing("std::panicking::try"));
         assert!(is_plumbing("leakcheck::tracker::Inner::on_spawn"));
+        assert!(is_plumbing(
+            "<fn() -> core::result::Result<(), alloc::string::String> as core::ops::function::FnOnce<()>>::call_once"
+        ));
         assert!(!is_plumbing("my_server::conn::accept_loop::{{closure}}"));
         assert!(!is_plumbing(
             "<my_server::Body as core::future::Future>::poll"

@@ -318,3 +318,310 @@ fn ignored_tasks_are_counted_beside_a_real_leak() {
     assert_eq!(report.leaked, 1, "{report}");
     assert_eq!(report.ignored, 2, "{report}");
 }
+
+// Forty layers of helpers between the test body and the spawn, as deep
+// middleware stacks have: distinct functions, none inlined, none a tail call.
+#[inline(never)]
+fn helper_00() {
+    helper_01();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_01() {
+    helper_02();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_02() {
+    helper_03();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_03() {
+    helper_04();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_04() {
+    helper_05();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_05() {
+    helper_06();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_06() {
+    helper_07();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_07() {
+    helper_08();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_08() {
+    helper_09();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_09() {
+    helper_10();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_10() {
+    helper_11();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_11() {
+    helper_12();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_12() {
+    helper_13();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_13() {
+    helper_14();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_14() {
+    helper_15();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_15() {
+    helper_16();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_16() {
+    helper_17();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_17() {
+    helper_18();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_18() {
+    helper_19();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_19() {
+    helper_20();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_20() {
+    helper_21();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_21() {
+    helper_22();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_22() {
+    helper_23();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_23() {
+    helper_24();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_24() {
+    helper_25();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_25() {
+    helper_26();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_26() {
+    helper_27();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_27() {
+    helper_28();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_28() {
+    helper_29();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_29() {
+    helper_30();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_30() {
+    helper_31();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_31() {
+    helper_32();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_32() {
+    helper_33();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_33() {
+    helper_34();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_34() {
+    helper_35();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_35() {
+    helper_36();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_36() {
+    helper_37();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_37() {
+    helper_38();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_38() {
+    helper_39();
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn helper_39() {
+    tokio::spawn(forever());
+    std::hint::black_box(());
+}
+
+#[test]
+fn spawn_backtrace_reaches_the_test_body_through_forty_helpers() {
+    let report = scoped(Flavor::Current, GRACE, || async { helper_00() }).unwrap_err();
+    let stack = &report.stacks[only_site(&report).tasks[0]
+        .stack
+        .expect("backtraces are on")];
+    let functions: Vec<&str> = stack.frames.iter().map(|f| f.function.as_str()).collect();
+    for i in 0..40 {
+        let helper = format!("detect::helper_{i:02}");
+        assert!(
+            functions.contains(&helper.as_str()),
+            "{helper} in {functions:#?}"
+        );
+    }
+    assert!(
+        functions
+            .iter()
+            .any(|f| f.contains("spawn_backtrace_reaches_the_test_body_through_forty_helpers")),
+        "the test body is reached: {functions:#?}"
+    );
+}
+
+#[inline(never)]
+fn recurse(depth: usize) {
+    if depth == 0 {
+        tokio::spawn(forever());
+    } else {
+        recurse(depth - 1);
+    }
+    std::hint::black_box(());
+}
+
+#[test]
+fn recursion_is_folded_in_the_text_report() {
+    let report = scoped(Flavor::Current, GRACE, || async { recurse(40) }).unwrap_err();
+    let stack = &report.stacks[only_site(&report).tasks[0]
+        .stack
+        .expect("backtraces are on")];
+    let recursive = stack
+        .frames
+        .iter()
+        .filter(|f| f.function == "detect::recurse")
+        .count();
+    assert_eq!(
+        recursive, 41,
+        "the JSON keeps every frame: {:#?}",
+        stack.frames
+    );
+    let text = report.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("detect::recurse"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the spawning call, then one folded line:\n{text}"
+    );
+    assert!(lines[1].contains("×40"), "{text}");
+    assert!(
+        text.contains("recursion_is_folded_in_the_text_report"),
+        "the test body follows the fold:\n{text}"
+    );
+}

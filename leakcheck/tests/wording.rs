@@ -316,6 +316,9 @@ leakcheck: 1 leaked task in `verify_none scope at leakcheck/tests/wording.rs:209
   idle: polled once during the grace (N ms ago), then waiting for a wake that has not come
   spawn backtrace:
     0: wording::common_report::{{closure}} at leakcheck/tests/wording.rs:210
+    1: wording::common_report at leakcheck/tests/wording.rs:208
+    2: wording::report_layout_is_pinned at leakcheck/tests/wording.rs:307
+    3: wording::report_layout_is_pinned::{{closure}} at leakcheck/tests/wording.rs:306
 
 hint: the task spawned at leakcheck/tests/wording.rs:210:13 is still running; keep its JoinHandle and await or abort it before the scope ends (or cancel it with a token), or add `ignore = \"leakcheck/tests/wording.rs:210\"` if it is meant to outlive the scope
 ";
