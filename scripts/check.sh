@@ -165,6 +165,10 @@ step_test() {
         echo "note: cargo-nextest not installed, running cargo test (doctests included)" >&2
         run cargo test --workspace
     fi
+    # The off-by-default `task-names` feature has its own test (once, not per shard).
+    if [[ -z "${NEXTEST_PARTITION:-}" || "$NEXTEST_PARTITION" == count:1/* ]]; then
+        run cargo test -p leakcheck --features task-names --test task_names
+    fi
 }
 
 step_doctest() {

@@ -309,6 +309,7 @@ mod tests {
             oldest_age_ms: 300,
             tasks: vec![TaskEntry {
                 id: u64::from(line),
+                name: None,
                 age_ms: 300,
                 spawned_by: Vec::new(),
                 label: None,

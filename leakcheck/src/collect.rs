@@ -163,6 +163,7 @@ pub(crate) fn group(
                 .iter()
                 .map(|task| TaskEntry {
                     id: task.id.get(),
+                    name: crate::names::name_of(task.id.get()),
                     age_ms: task.age_ms,
                     spawned_by: task.spawned_by.clone(),
                     label: task.label.as_deref().map(str::to_owned),

@@ -59,6 +59,10 @@
 //!   it (Linux x86, x86_64, aarch64 and s390x, built with
 //!   `--cfg tokio_unstable`) and does nothing elsewhere, so a default build
 //!   never fails.
+//! - `task-names` (off by default): [`TaskNames`], a `tracing-subscriber`
+//!   layer that gives reports the names tasks were spawned with
+//!   (`tokio::task::Builder::name`): tokio's hooks do not pass names, its
+//!   `tracing` spans do.
 //!
 //! # What counts as a leak
 //! Every task spawned during the scope (the test body, or the code between
@@ -148,6 +152,7 @@ mod harness;
 mod label;
 mod liveness;
 mod manifest;
+mod names;
 mod output;
 mod paths;
 mod registry;
@@ -163,6 +168,8 @@ pub use baseline::{
 };
 pub use duration::parse_duration;
 pub use label::{Labeled, labeled};
+#[cfg(feature = "task-names")]
+pub use names::TaskNames;
 pub use output::{github_annotation, write_atomically, write_report};
 pub use report::{
     Frame, LeakReport, Liveness, LivenessClass, ParkedAt, SCHEMA_VERSION, SiteGroup, Snapshot,

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// added `TaskEntry::liveness`.
 ///
 /// Version 3 added `LeakReport::mode` (a `warn` report is a warning, not a
-/// failure) and `LeakReport::subject` (a test or a `verify_none()` scope).
+/// failure), `LeakReport::subject` (a test or a `verify_none()` scope) and
+/// `TaskEntry::name`.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// What a [`LeakReport`] checked.
@@ -103,6 +104,10 @@ pub struct TaskEntry {
     /// test body, or another thread).
     #[serde(default)]
     pub spawned_by: Vec<u64>,
+    /// The name it was spawned with (`tokio::task::Builder::name`), when a
+    /// `leakcheck::TaskNames` layer saw the spawn (schema version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The label active where the task (or one of its ancestors) was spawned,
     /// such as a request id; see [`crate::Labeled`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,11 +357,11 @@ impl fmt::Display for LeakReport {
             let Some(first) = group.tasks.first() else {
                 continue;
             };
-            write!(
-                f,
-                "  task {} · age {} ms · spawned by ",
-                first.id, first.age_ms
-            )?;
+            write!(f, "  task {}", first.id)?;
+            if let Some(name) = &first.name {
+                write!(f, " \"{name}\"")?;
+            }
+            write!(f, " · age {} ms · spawned by ", first.age_ms)?;
             write_chain(f, &first.spawned_by, self.subject)?;
             if let Some(label) = &first.label {
                 write!(f, " · label {label}")?;
