@@ -182,6 +182,24 @@ tally() {
     sort -o "$outcomes" "$outcomes" 2>/dev/null || : >"$outcomes"
 }
 
+# leak_sites LOG SITES FACTS: the spawn sites of leakcheck's reports in LOG
+# ("── file:line:col · N tasks ──" headers) as "tests<TAB>tasks<TAB>site"
+# lines in SITES, and the number of leaking tests and of sites in FACTS.
+leak_sites() {
+    local log=$1 sites=$2 facts=$3
+    awk '
+        /^── .* · [0-9]+ tasks? ──$/ {
+            site = $2; tasks = $4
+            tests[site]++; count[site] += tasks
+        }
+        END { for (site in tests) print tests[site] "\t" count[site] "\t" site }' "$log" |
+        sort -t $'\t' -k1,1nr -k3 >"$sites"
+    {
+        echo "leaking_tests=$(grep -cE '^leakcheck: [0-9]+ leaked tasks? in ' "$log" || true)"
+        echo "leak_sites=$(wc -l <"$sites" | tr -d ' ')"
+    } >>"$facts"
+}
+
 # timed_test FACTS PREFIX LOG CMD...: runs CMD --repeat times, keeps the
 # first run's log and exit code, records the median wall time in seconds.
 timed_test() {
@@ -226,6 +244,7 @@ run_suite() {
     timed_test "$facts" "$prefix" "$results/$prefix.log" \
         in_dir "$dir" "$@" --tests --no-fail-fast "${extra[@]}"
     tally "$results/$prefix.log" "$results/$prefix.outcomes" "$facts" "$prefix"
+    leak_sites "$results/$prefix.log" "$results/$prefix.sites" "$facts"
 }
 
 adopt() {
@@ -254,7 +273,7 @@ adopt() {
 
 install_cli() {
     log "cargo install leakcheck-cli from $repo_root/leakcheck/cli"
-    CARGO_TARGET_DIR="$work/target/install" cargo install --quiet --locked --force \
+    CARGO_TARGET_DIR="$work/target/install" cargo install --quiet --locked --force --debug \
         --path "$repo_root/leakcheck/cli" --root "$work/bin"
 }
 
@@ -283,8 +302,8 @@ ratio() {
 
 print_table() {
     local line name version args id r
-    echo "| crate | version | #[tokio::test] | rewritten | plain pass/fail | leakcheck pass/fail | new failures | count-only pass/fail | plain s | leakcheck s | ratio |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| crate | version | #[tokio::test] | rewritten | plain pass/fail | leakcheck pass/fail | new failures | leaking tests | leak sites | count-only pass/fail | plain s | leakcheck s | ratio |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for line in "${selected[@]}"; do
         IFS=$'\t' read -r name version args <<<"$line"
         id="$name-$version"
@@ -292,11 +311,11 @@ print_table() {
         local new
         new=$(newly_failing "$id" | wc -l | tr -d ' ')
         [[ -r "$r/leakcheck.outcomes" ]] || new=pending
-        printf '| %s | %s | %s | %s | %s/%s | %s/%s | %s | %s/%s | %s | %s | %s |\n' \
+        printf '| %s | %s | %s | %s | %s/%s | %s/%s | %s | %s | %s | %s/%s | %s | %s | %s |\n' \
             "$name" "$version" "$(fact "$r/prepare.facts" tokio_attrs)" "$(fact "$r/adopt.facts" leakcheck_attrs)" \
             "$(fact "$r/plain.facts" plain_passed)" "$(fact "$r/plain.facts" plain_failed)" \
             "$(fact "$r/leakcheck.facts" leakcheck_passed)" "$(fact "$r/leakcheck.facts" leakcheck_failed)" \
-            "$new" \
+            "$new" "$(fact "$r/leakcheck.facts" leaking_tests)" "$(fact "$r/leakcheck.facts" leak_sites)" \
             "$(fact "$r/count-only.facts" count-only_passed)" "$(fact "$r/count-only.facts" count-only_failed)" \
             "$(fact "$r/plain.facts" plain_seconds)" "$(fact "$r/leakcheck.facts" leakcheck_seconds)" \
             "$(ratio "$(fact "$r/plain.facts" plain_seconds)" "$(fact "$r/leakcheck.facts" leakcheck_seconds)")"
