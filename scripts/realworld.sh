@@ -253,6 +253,7 @@ run_suite() {
         in_dir "$dir" "$@" --tests --no-fail-fast "${extra[@]}"
     tally "$results/$prefix.log" "$results/$prefix.outcomes" "$facts" "$prefix"
     if [[ "$prefix" == leakcheck ]]; then
+        echo "leakcheck_commit=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$facts"
         leak_sites "$results" "$facts"
     fi
 }
