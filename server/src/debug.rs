@@ -21,14 +21,27 @@ pub const MAX_DUMPED_TASKS: usize = 128;
 
 /// When each request ended (its handler or streamed body dropped) and when its last labeled
 /// task ended (leakcheck's `on_label_drained`): a request is gone at the later of its entries.
+/// Each entry says which of the two it is, so a slow cancellation can be told apart: hyper
+/// late to drop the request, or the request's tasks late to stop after it was dropped.
 #[derive(Debug, Default)]
 pub struct CancellationLog {
     drained: Mutex<VecDeque<Drained>>,
 }
 
+/// What a [`CancellationLog`] entry records the end of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The request's handler future (or streamed body) was dropped or finished.
+    RequestEnded,
+    /// The last live task carrying the request's label ended.
+    TasksDrained,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Drained {
     request_id: String,
+    stage: Stage,
     drained_at_monotonic_ns: u64,
 }
 
@@ -53,8 +66,8 @@ struct CancellationsDocument<'a> {
 }
 
 impl CancellationLog {
-    /// Records that `request_id` ended, or its last task did, now.
-    pub fn record(&self, request_id: &str) {
+    /// Records that `request_id` reached `stage` now.
+    pub fn record(&self, request_id: &str, stage: Stage) {
         let drained_at_monotonic_ns = monotonic_now_ns();
         let mut drained = self.drained.lock();
         if drained.len() == CANCELLATION_LOG_CAPACITY {
@@ -62,11 +75,13 @@ impl CancellationLog {
         }
         drained.push_back(Drained {
             request_id: request_id.into(),
+            stage,
             drained_at_monotonic_ns,
         });
     }
 
-    /// `{"drained": [{"request_id": ..., "drained_at_monotonic_ns": ...}, ...]}`, oldest first.
+    /// `{"drained": [{"request_id": ..., "stage": "request_ended" | "tasks_drained",
+    /// "drained_at_monotonic_ns": ...}, ...]}`, oldest first.
     pub fn to_json(&self) -> String {
         let drained = self.drained.lock();
         serde_json::to_string(&CancellationsDocument { drained: &drained })
@@ -135,12 +150,13 @@ mod tests {
     fn the_cancellation_log_is_a_bounded_ring() {
         let log = CancellationLog::default();
         for n in 0..CANCELLATION_LOG_CAPACITY + 2 {
-            log.record(&format!("req-{n}"));
+            log.record(&format!("req-{n}"), Stage::RequestEnded);
         }
         let document: serde_json::Value = serde_json::from_str(&log.to_json()).unwrap();
         let drained = document["drained"].as_array().unwrap();
         assert_eq!(drained.len(), CANCELLATION_LOG_CAPACITY);
         assert_eq!(drained[0]["request_id"], "req-2");
+        assert_eq!(drained[0]["stage"], "request_ended");
         let first = drained[0]["drained_at_monotonic_ns"].as_u64().unwrap();
         let last = drained[CANCELLATION_LOG_CAPACITY - 1]["drained_at_monotonic_ns"]
             .as_u64()

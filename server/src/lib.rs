@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::bugs::Bug;
 pub use crate::config::{Args, CertSource, Config, Tracking};
 
-use crate::debug::CancellationLog;
+use crate::debug::{CancellationLog, Stage};
 use crate::listener::{ConnectionContext, Transport, accept_loop};
 use crate::metrics::Metrics;
 use crate::routes::App;
@@ -144,7 +144,7 @@ where
             Some(
                 leakcheck::Tracker::builder()
                     .backtrace(backtrace)
-                    .on_label_drained(move |label| log.record(label))
+                    .on_label_drained(move |label| log.record(label, Stage::TasksDrained))
                     .build(),
             )
         }
@@ -193,13 +193,11 @@ async fn serve(
     on_ready: impl FnOnce(&Bound),
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let bind = |flag: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { flag, addr, source })
+    let bind = |flag: &'static str, addr: SocketAddr| {
+        listen(addr).map_err(|source| ServerError::Bind { flag, addr, source })
     };
-    let http = bind("--listen", config.listen).await?;
-    let https = bind("--tls-listen", config.tls_listen).await?;
+    let http = bind("--listen", config.listen)?;
+    let https = bind("--tls-listen", config.tls_listen)?;
     let local = |listener: &TcpListener, flag, addr| {
         listener
             .local_addr()
@@ -251,6 +249,24 @@ async fn serve(
     }
     upstream.drain(deadline).await;
     Ok(())
+}
+
+/// Pending connections each listener queues before the kernel drops SYNs (capped by
+/// `net.core.somaxconn`). tokio's default of 1,024 fills in well under a second when
+/// thousands of clients connect while the server is short of CPU, and a dropped SYN costs
+/// the client a one-second retransmit: a health check stuck behind a connect storm.
+pub const LISTEN_BACKLOG: u32 = 8_192;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind` sets).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A server running on a thread of its own; stopped (and joined) by [`RunningServer::shutdown`] or on drop.

@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::bugs::Bug;
 use crate::config::Config;
 use crate::deadline::{ArmedDeadline, ResponseDeadline};
-use crate::debug::{self, CancellationLog};
+use crate::debug::{self, CancellationLog, Stage};
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -266,7 +266,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.metrics.requests_in_flight.leave();
-        self.cancellations.record(&self.request_id);
+        self.cancellations
+            .record(&self.request_id, Stage::RequestEnded);
     }
 }
 

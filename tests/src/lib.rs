@@ -10,6 +10,8 @@
 //! scale are the `scenarios` integration tests.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod calibration;
+pub mod cpu;
 pub mod error;
 pub mod faults;
 pub mod history;

@@ -68,6 +68,9 @@ pub enum Scheme {
     Http,
     /// HTTPS, handshake included.
     Https,
+    /// Plain HTTP to the bare responder of [`crate::calibration::ProbeFloor`], not the server:
+    /// what the machine's load alone does to a probe at that moment.
+    Floor,
 }
 
 /// One probe on the timeline.
@@ -118,10 +121,12 @@ pub struct ProbeSummary {
     pub http: ProbeStats,
     /// `GET /healthz` over HTTPS on a fresh TLS connection.
     pub https: ProbeStats,
+    /// The same plain HTTP probe to a bare responder at the same moments (the probe floor).
+    pub floor: ProbeStats,
 }
 
 impl ProbeSummary {
-    /// The worse p99 of the two schemes.
+    /// The worse p99 of the two schemes the server answers.
     pub fn worst_p99_ms(&self) -> Option<f64> {
         match (self.http.p99_ms, self.https.p99_ms) {
             (Some(http), Some(https)) => Some(http.max(https)),
@@ -186,6 +191,7 @@ struct Recorded {
     timeline: Timeline,
     http: (Latencies, u64),
     https: (Latencies, u64),
+    floor: (Latencies, u64),
 }
 
 /// Samples a server in the background until stopped.
@@ -198,6 +204,8 @@ pub struct Sampler {
     recorded: Arc<Mutex<Recorded>>,
     probing: Arc<Mutex<bool>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The bare responder the floor probes ask; `None` when it could not start.
+    _floor: Option<crate::calibration::ProbeFloor>,
 }
 
 /// What a sampler collected.
@@ -214,6 +222,8 @@ impl Sampler {
     /// [`PROBE_INTERVAL`] and sampling live tasks and fds every [`RESOURCE_INTERVAL`]; times
     /// are relative to `origin`.
     pub fn start(endpoints: Endpoints, tls: ServerTls, origin: Instant) -> Self {
+        let floor = crate::calibration::ProbeFloor::start().ok();
+        let floor_addr = floor.as_ref().map(crate::calibration::ProbeFloor::addr);
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let probing = Arc::new(Mutex::new(false));
         let gate = Arc::new(tokio::sync::RwLock::new(()));
@@ -231,9 +241,15 @@ impl Sampler {
                     // While the sampler is quiet the probes of this slot are skipped, not delayed.
                     if let Ok(out) = Arc::clone(&gate).try_read_owned() {
                         let out = Arc::new(out);
-                        for scheme in [Scheme::Http, Scheme::Https] {
+                        let schemes = [
+                            Some(Scheme::Http),
+                            Some(Scheme::Https),
+                            floor_addr.map(|_| Scheme::Floor),
+                        ];
+                        for scheme in schemes.into_iter().flatten() {
                             in_flight.spawn(probe(
                                 endpoints,
+                                floor_addr,
                                 tls.clone(),
                                 scheme,
                                 intended,
@@ -277,6 +293,7 @@ impl Sampler {
             recorded,
             probing,
             tasks: vec![probe_task, resource_task],
+            _floor: floor,
         }
     }
 
@@ -310,6 +327,7 @@ impl Sampler {
             probes: ProbeSummary {
                 http: ProbeStats::of(&recorded.http.0, recorded.http.1),
                 https: ProbeStats::of(&recorded.https.0, recorded.https.1),
+                floor: ProbeStats::of(&recorded.floor.0, recorded.floor.1),
             },
         }
     }
@@ -327,6 +345,7 @@ impl Drop for Sampler {
 #[allow(clippy::too_many_arguments)]
 async fn probe(
     endpoints: Endpoints,
+    floor: Option<std::net::SocketAddr>,
     tls: ServerTls,
     scheme: Scheme,
     intended: Instant,
@@ -338,6 +357,16 @@ async fn probe(
     let answered = match scheme {
         Scheme::Http => endpoints.probe(PROBE_DEADLINE).await.map(drop),
         Scheme::Https => endpoints.probe_tls(&tls, PROBE_DEADLINE).await,
+        Scheme::Floor => match floor {
+            Some(floor) => crate::http::get(floor, "/healthz", &[], PROBE_DEADLINE)
+                .await
+                .map(drop)
+                .map_err(|error| crate::error::Error::Endpoint {
+                    path: "/healthz (probe floor)".into(),
+                    message: error.to_string(),
+                }),
+            None => return,
+        },
     };
     let latency = answered.ok().map(|()| intended.elapsed());
     let counted = *probing.lock();
@@ -352,6 +381,7 @@ async fn probe(
         let (latencies, failures) = match scheme {
             Scheme::Http => &mut recorded.http,
             Scheme::Https => &mut recorded.https,
+            Scheme::Floor => &mut recorded.floor,
         };
         match latency {
             Some(latency) => latencies.record(latency),

@@ -217,7 +217,10 @@ async fn a_client_abort_mid_stream_ends_the_requests_tasks() {
     })
     .await;
     let drained = get(&server, "/debug/cancellations").await.body;
-    assert!(drained.contains("\"request_id\":\"aborted\""), "{drained}");
+    for stage in ["request_ended", "tasks_drained"] {
+        let entry = format!("\"request_id\":\"aborted\",\"stage\":\"{stage}\"");
+        assert!(drained.contains(&entry), "{entry} in {drained}");
+    }
     back_to_baseline(&server, baseline).await;
     assert!(stop(server).await.leaks.is_none());
 }

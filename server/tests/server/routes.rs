@@ -52,7 +52,7 @@ async fn work_runs_children_labeled_with_the_request_id() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|entry| entry["request_id"] == "work-1")
+            .any(|entry| entry["request_id"] == "work-1" && entry["stage"] == "tasks_drained")
         {
             break;
         }

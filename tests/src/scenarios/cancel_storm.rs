@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{CANCEL_STORM_CLIENTS, CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use crate::calibration::{self, CancelStormFigures};
+use crate::cpu;
 use crate::error::Result;
 use crate::faults::clients::{AbortStyle, abort};
 use crate::history::Outcome;
@@ -29,6 +31,10 @@ const STREAM_PATH: &str = "/stream?chunks=100000&interval_ms=1000&size=16";
 const WORK_PATH: &str = "/work?children=2&ms=60000";
 /// Longest wait for the server's gauge to show every held request.
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for the server to drain the aborted requests before the run goes on.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+/// Time between two looks at the server's gauges while it drains.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Connects per second while the clients line up (the listen backlog takes about 1,000).
 const CONNECTS_PER_SECOND: usize = 2_500;
 
@@ -52,10 +58,23 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
             (path, style)
         })
         .collect();
+    // Live tasks before any client: the drain is over when the server is back to it.
+    let live_before = ctx.endpoints.live_tasks().await?;
+    let batch = (CONNECTS_PER_SECOND / 10).max(1);
+    let connect_gap = Duration::from_millis(100) / batch as u32;
+    let styles: Vec<AbortStyle> = plan.iter().map(|(_, style)| *style).collect();
+    let floor = calibration::measure_cancel_floor(&styles, connect_gap).await?;
+    ctx.progress.say(&format!(
+        "cancel floor (bare listener, {} sockets, aborts sent in {:.1} ms): p50 {} / p99 {}, {:.1} µs of CPU per close",
+        floor.connections,
+        floor.aborts_sent_ms,
+        show_ms(floor.p50_ms),
+        show_ms(floor.p99_ms),
+        floor.cpu_per_close_us.unwrap_or(f64::NAN),
+    ));
     let prefix = request_id_prefix(ctx.seed);
     let addr = ctx.endpoints.http;
     let (held, mut holding) = mpsc::unbounded_channel();
-    let batch = (CONNECTS_PER_SECOND / 10).max(1);
     open_loop(clients, batch, Duration::from_millis(100), |index| {
         let history = std::sync::Arc::clone(&ctx.history);
         let held = held.clone();
@@ -77,21 +96,81 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
         streams.push(entry);
     }
     let in_flight = wait_for_in_flight(ctx, streams.len() as u64).await;
+    // What merely holding the requests costs the server (lease renewals, stream chunks).
+    let pid = ctx.endpoints.pid;
+    let quiet_from = cpu::process(pid);
+    tokio::time::sleep(Duration::from_millis(calibration::HOLDING_WINDOW_MS)).await;
+    let holding_cost = cpu::process(pid)
+        .zip(quiet_from)
+        .map(|(now, then)| now - then);
     ctx.progress.say(&format!(
         "{} of {clients} requests held; the server counts {in_flight} in flight; aborting them together",
         streams.len()
     ));
+    let server_at_abort = cpu::process(pid);
     let started = Instant::now();
+    let aborted = streams.len();
     for (request_id, stream, style) in streams {
         let at = abort(stream, style);
         ctx.history.record_abort(request_id, at);
         ctx.history.record(Outcome::Info, "held, then aborted");
     }
-    ctx.progress.say(&format!(
-        "aborts sent in {:.1} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    ));
+    let aborts_sent_ms = started.elapsed().as_secs_f64() * 1000.0;
+    ctx.progress
+        .say(&format!("aborts sent in {aborts_sent_ms:.1} ms"));
+    let drained = wait_for_drain(ctx, live_before).await;
+    let drain_span = started.elapsed();
+    let drain_cost = cpu::process(pid)
+        .zip(server_at_abort)
+        .map(|(now, then)| now - then);
+    match drained {
+        Some(live) => ctx.progress.say(&format!(
+            "server back to {live} live tasks {:.0} ms after the first abort",
+            drain_span.as_secs_f64() * 1000.0
+        )),
+        None => ctx.progress.say(&format!(
+            "server not back to {live_before} live tasks within {DRAIN_WAIT:?} of the aborts"
+        )),
+    }
+    let figures = CancelStormFigures::new(
+        floor,
+        aborted as u64,
+        aborts_sent_ms,
+        drained.map(|_| drain_span),
+        holding_cost,
+        drain_cost,
+    );
+    if let (Some(drain), Some(per_cancel)) =
+        (figures.server_drain, figures.server_cpu_per_cancel_us)
+    {
+        ctx.progress.say(&format!(
+            "server during the drain: {:.0} ms on a CPU, {:.0} ms waiting for one; {per_cancel:.1} µs of CPU per cancelled request",
+            drain.on_cpu_ms, drain.waiting_ms
+        ));
+    }
+    *ctx.cancel_storm.lock() = Some(figures);
     Ok(())
+}
+
+/// Waits (on the cheap `/metrics` gauges, not a `/debug/tasks` snapshot of thousands of
+/// tasks, which would compete with the very drain being timed) until the server holds no
+/// request and is back to `live_before` tasks, or [`DRAIN_WAIT`] passes. Returns the live
+/// count once drained.
+async fn wait_for_drain(ctx: &StormContext<'_>, live_before: u64) -> Option<u64> {
+    let deadline = Instant::now() + DRAIN_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+        // The request asking is in flight too.
+        let in_flight = ctx.endpoints.in_flight().await.ok()?.saturating_sub(1);
+        if in_flight > 0 {
+            continue;
+        }
+        let live = ctx.endpoints.live_tasks().await.ok()?;
+        if live <= live_before {
+            return Some(live);
+        }
+    }
+    None
 }
 
 /// Sends the request and returns the socket once the server holds it: the response head
@@ -126,4 +205,8 @@ async fn wait_for_in_flight(ctx: &StormContext<'_>, held: u64) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn show_ms(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"))
 }

@@ -67,10 +67,18 @@ pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
 pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(4);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
-/// Fixed mode: health-probe p99 must stay below this during the storm.
+/// Fixed mode: health-probe p99 must stay below this during the storm, above the p99 of
+/// the probe floor probed at the same moments (0 on an idle machine).
 pub const PROBE_P99_LIMIT_MS: f64 = 100.0;
-/// Fixed cancel-storm: cancel-propagation p99 must stay at or below this.
+/// Fixed cancel-storm: the cancel-propagation p99 target. On a machine that cannot reach it
+/// (the server's threads busy or waiting for a CPU through the drain) the p99 is judged by
+/// the budget the drain sets instead ([`crate::calibration::cancel_budget_ms`]); both are
+/// reported side by side.
 pub const CANCEL_P99_LIMIT_MS: f64 = 10.0;
+/// Fixed cancel-storm: CPU the server may spend per cancelled request (connection teardown,
+/// the request's task aborts, leakcheck's bookkeeping), the work of holding the requests
+/// taken out. Measured at 19–31 µs; a bare tokio listener spends 14–21 µs per close.
+pub const CANCEL_CPU_PER_REQUEST_LIMIT_US: f64 = 60.0;
 /// cancel-storm: requests held in flight at once and aborted together (campaign, smoke).
 pub const CANCEL_STORM_CLIENTS: (usize, usize) = (5_000, 100);
 /// Fixed cancel-storm: share of aborted requests whose drain the server must have reported.

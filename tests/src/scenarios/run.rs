@@ -14,6 +14,7 @@ use super::{
     BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, Mode, RunPlan, RunResult,
     SHUTDOWN_WAIT, STORM_BOUND, Scale, Scenario,
 };
+use crate::calibration::CancelStormFigures;
 use crate::error::{Error, Result};
 use crate::history::{History, Outcome};
 use crate::measure::{self, Latencies, PROBE_DEADLINE, Sampler};
@@ -28,6 +29,8 @@ pub struct StormContext<'a> {
     pub(super) seed: u64,
     pub(super) scale: Scale,
     pub(super) progress: &'a Progress,
+    /// What the cancel storm measured beside the latencies (cancel-storm only).
+    pub(super) cancel_storm: parking_lot::Mutex<Option<CancelStormFigures>>,
 }
 
 /// Progress lines on stderr while a run goes on.
@@ -141,6 +144,7 @@ async fn drive(
         seed,
         scale,
         progress,
+        cancel_storm: parking_lot::Mutex::new(None),
     };
     sampler.mark("storm");
     sampler.count_probes(true);
@@ -151,6 +155,7 @@ async fn drive(
         Ok(result) => result?,
         Err(_) => notes.push(format!("storm cut short at {STORM_BOUND:?}")),
     }
+    let cancel_storm = ctx.cancel_storm.into_inner();
     let counts = history.counts();
     progress.say(&format!(
         "storm over: {} ops (ok {} / fail {} / info {}), {} peers parked",
@@ -203,16 +208,25 @@ async fn drive(
 
     let aborts = history.aborts();
     let mut cancel = Latencies::default();
+    let mut request_ended = Latencies::default();
     let mut gone_before_abort = 0;
     if !aborts.is_empty() {
         match endpoints.cancellations().await {
-            Ok(gone) => {
+            Ok(ends) => {
                 for abort in &aborts {
-                    match gone.get(&abort.request_id) {
+                    let Some(end) = ends.get(&abort.request_id) else {
+                        continue;
+                    };
+                    match end.gone_ns() {
                         // Finished on its own before the client gave up: nothing was cancelled.
-                        Some(&at) if at < abort.at_monotonic_ns => gone_before_abort += 1,
-                        Some(&at) => {
+                        Some(at) if at < abort.at_monotonic_ns => gone_before_abort += 1,
+                        Some(at) => {
                             cancel.record(Duration::from_nanos(at - abort.at_monotonic_ns));
+                            if let Some(ended) = end.request_ended_ns {
+                                request_ended.record(Duration::from_nanos(
+                                    ended.saturating_sub(abort.at_monotonic_ns),
+                                ));
+                            }
                         }
                         None => {}
                     }
@@ -321,6 +335,9 @@ async fn drive(
         probe: sampled.probes,
         cancel_p50_ms: cancel.quantile_ms(0.5),
         cancel_p99_ms: cancel.quantile_ms(0.99),
+        cancel_request_ended_p50_ms: request_ended.quantile_ms(0.5),
+        cancel_request_ended_p99_ms: request_ended.quantile_ms(0.99),
+        cancel_storm,
         cancels_sent: aborts.len() as u64,
         cancels_matched: cancel.len(),
         cancels_gone_before_abort: gone_before_abort,

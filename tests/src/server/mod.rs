@@ -97,7 +97,31 @@ struct Cancellations {
 #[derive(Deserialize)]
 struct Drained {
     request_id: String,
+    stage: DrainStage,
     drained_at_monotonic_ns: u64,
+}
+
+#[derive(Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum DrainStage {
+    RequestEnded,
+    TasksDrained,
+}
+
+/// When the server saw one request end, from `/debug/cancellations` (`CLOCK_MONOTONIC` ns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestEnd {
+    /// Its handler (or streamed body) was dropped or finished.
+    pub request_ended_ns: Option<u64>,
+    /// Its last labeled task ended.
+    pub tasks_drained_ns: Option<u64>,
+}
+
+impl RequestEnd {
+    /// When the request was wholly gone: the later of the two (`None` before either).
+    pub fn gone_ns(&self) -> Option<u64> {
+        self.request_ended_ns.max(self.tasks_drained_ns)
+    }
 }
 
 impl Endpoints {
@@ -206,17 +230,21 @@ impl Endpoints {
         Ok(snapshot.sites)
     }
 
-    /// Request id → `CLOCK_MONOTONIC` ns at which it was gone: the later of its end (handler
-    /// or streamed body dropped) and the end of its last labeled task (`/debug/cancellations`).
-    pub async fn cancellations(&self) -> Result<HashMap<String, u64>> {
+    /// Request id → when its handler (or streamed body) ended and when its last labeled task
+    /// did (`/debug/cancellations`).
+    pub async fn cancellations(&self) -> Result<HashMap<String, RequestEnd>> {
         let response = self.get("/debug/cancellations", ENDPOINT_DEADLINE).await?;
         let cancellations: Cancellations = parse_json("/debug/cancellations", &response)?;
-        let mut gone = HashMap::new();
+        let mut ends: HashMap<String, RequestEnd> = HashMap::new();
         for entry in cancellations.drained {
-            let at = gone.entry(entry.request_id).or_insert(0);
-            *at = entry.drained_at_monotonic_ns.max(*at);
+            let end = ends.entry(entry.request_id).or_default();
+            let at = match entry.stage {
+                DrainStage::RequestEnded => &mut end.request_ended_ns,
+                DrainStage::TasksDrained => &mut end.tasks_drained_ns,
+            };
+            *at = (*at).max(Some(entry.drained_at_monotonic_ns));
         }
-        Ok(gone)
+        Ok(ends)
     }
 
     /// Requests the server holds now (`leakcheck_server_requests_in_flight`).
