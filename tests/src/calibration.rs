@@ -310,6 +310,11 @@ async fn bare_listener(
     }
 }
 
+/// Whether a thread of this process is one of the floors' (not the campaign's client).
+pub fn is_floor_thread(name: &str) -> bool {
+    name == FLOOR_THREAD || name == PROBE_FLOOR_THREAD
+}
+
 /// The answer of the probe floor to any request.
 const FLOOR_RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";

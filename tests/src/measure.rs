@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cpu::{self, SchedTime};
 use crate::server::{Endpoints, ServerTls};
 
 /// Time between two health probes of one scheme.
@@ -82,6 +83,8 @@ pub struct ProbePoint {
     pub scheme: Scheme,
     /// Latency from the intended send time, in ms; `None` when the probe failed.
     pub latency_ms: Option<f64>,
+    /// Whether it counts towards the storm's percentiles.
+    pub counted: bool,
 }
 
 /// Probe latencies of one scheme during the storm.
@@ -99,10 +102,14 @@ pub struct ProbeStats {
     pub p999_ms: Option<f64>,
     /// Slowest.
     pub max_ms: Option<f64>,
+    /// 99th percentile of the latencies net of CPU starvation: each probe's latency less the
+    /// time the server's (or, if longer, the client's) threads spent runnable but waiting for
+    /// a CPU during its flight, per CPU ([`Starvation`]). Failed probes count in full.
+    pub net_p99_ms: Option<f64>,
 }
 
 impl ProbeStats {
-    fn of(latencies: &Latencies, failures: u64) -> Self {
+    fn of(latencies: &Latencies, failures: u64, net: &Latencies) -> Self {
         ProbeStats {
             sent: latencies.len(),
             failures,
@@ -110,6 +117,55 @@ impl ProbeStats {
             p99_ms: latencies.quantile_ms(0.99),
             p999_ms: latencies.quantile_ms(0.999),
             max_ms: latencies.quantile_ms(1.0),
+            net_p99_ms: net.quantile_ms(0.99),
+        }
+    }
+}
+
+/// The server's and the client's threads' run-queue waits over a run, sampled on the probe
+/// schedule, so the time a probe or a cancellation spent merely waiting for a CPU (the
+/// machine's other load, not the server) can be told from its latency.
+#[derive(Debug, Clone, Default)]
+pub struct Starvation {
+    /// (ms since the run's origin, server threads' total wait, client threads' total wait).
+    samples: Vec<(f64, Duration, Duration)>,
+    cpus: u32,
+}
+
+impl Starvation {
+    fn record(&mut self, at_ms: f64, server: Option<SchedTime>, client: Option<SchedTime>) {
+        if let (Some(server), Some(client)) = (server, client) {
+            self.samples.push((at_ms, server.waiting, client.waiting));
+        }
+    }
+
+    /// How long, per CPU, the server's threads (or the client's, whichever is more) waited
+    /// for a CPU between `from_ms` and `to_ms` (ms since the origin), interpolated between
+    /// samples; 0 outside the sampled span.
+    pub fn between_ms(&self, from_ms: f64, to_ms: f64) -> f64 {
+        let waited = |pick: fn(&(f64, Duration, Duration)) -> Duration| {
+            let at = |t: f64| self.interpolate(t, pick);
+            (at(to_ms) - at(from_ms)).max(0.0)
+        };
+        let server = waited(|sample| sample.1);
+        let client = waited(|sample| sample.2);
+        server.max(client) / f64::from(self.cpus.max(1))
+    }
+
+    fn interpolate(&self, t: f64, pick: fn(&(f64, Duration, Duration)) -> Duration) -> f64 {
+        let ms = |sample: &(f64, Duration, Duration)| pick(sample).as_secs_f64() * 1000.0;
+        let after = self.samples.partition_point(|sample| sample.0 <= t);
+        match (
+            after.checked_sub(1).map(|i| &self.samples[i]),
+            self.samples.get(after),
+        ) {
+            (Some(before), Some(next)) if next.0 > before.0 => {
+                let share = (t - before.0) / (next.0 - before.0);
+                ms(before) + share * (ms(next) - ms(before))
+            }
+            (Some(before), _) => ms(before),
+            (None, Some(next)) => ms(next),
+            (None, None) => 0.0,
         }
     }
 }
@@ -126,6 +182,14 @@ pub struct ProbeSummary {
 }
 
 impl ProbeSummary {
+    /// The worse net-of-starvation p99 of the two schemes the server answers.
+    pub fn worst_net_p99_ms(&self) -> Option<f64> {
+        match (self.http.net_p99_ms, self.https.net_p99_ms) {
+            (Some(http), Some(https)) => Some(http.max(https)),
+            (one, other) => one.or(other),
+        }
+    }
+
     /// The worse p99 of the two schemes the server answers.
     pub fn worst_p99_ms(&self) -> Option<f64> {
         match (self.http.p99_ms, self.https.p99_ms) {
@@ -192,6 +256,7 @@ struct Recorded {
     http: (Latencies, u64),
     https: (Latencies, u64),
     floor: (Latencies, u64),
+    starvation: Starvation,
 }
 
 /// Samples a server in the background until stopped.
@@ -206,6 +271,7 @@ pub struct Sampler {
     tasks: Vec<JoinHandle<()>>,
     /// The bare responder the floor probes ask; `None` when it could not start.
     _floor: Option<crate::calibration::ProbeFloor>,
+    origin_monotonic_ns: u64,
 }
 
 /// What a sampler collected.
@@ -215,6 +281,10 @@ pub struct Sampled {
     pub timeline: Timeline,
     /// Latencies of the probes counted in the storm (see [`Sampler::count_probes`]).
     pub probes: ProbeSummary,
+    /// Run-queue waits over the run.
+    pub starvation: Starvation,
+    /// `CLOCK_MONOTONIC` ns at the run's origin, to place client aborts on the same axis.
+    pub origin_monotonic_ns: u64,
 }
 
 impl Sampler {
@@ -224,7 +294,12 @@ impl Sampler {
     pub fn start(endpoints: Endpoints, tls: ServerTls, origin: Instant) -> Self {
         let floor = crate::calibration::ProbeFloor::start().ok();
         let floor_addr = floor.as_ref().map(crate::calibration::ProbeFloor::addr);
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let origin_monotonic_ns = crate::history::monotonic_now_ns()
+            .saturating_sub(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(0));
+        let mut recorded = Recorded::default();
+        recorded.starvation.cpus = std::thread::available_parallelism()
+            .map_or(1, |cpus| u32::try_from(cpus.get()).unwrap_or(1));
+        let recorded = Arc::new(Mutex::new(recorded));
         let probing = Arc::new(Mutex::new(false));
         let gate = Arc::new(tokio::sync::RwLock::new(()));
         let probe_task = {
@@ -237,6 +312,12 @@ impl Sampler {
                 let mut intended = Instant::now();
                 loop {
                     tokio::time::sleep_until(intended).await;
+                    let server = cpu::process(endpoints.pid);
+                    let client = cpu::threads_of(std::process::id(), |name| {
+                        !crate::calibration::is_floor_thread(name)
+                    });
+                    let at_ms = origin.elapsed().as_secs_f64() * 1000.0;
+                    recorded.lock().starvation.record(at_ms, server, client);
                     while in_flight.try_join_next().is_some() {}
                     // While the sampler is quiet the probes of this slot are skipped, not delayed.
                     if let Ok(out) = Arc::clone(&gate).try_read_owned() {
@@ -294,6 +375,7 @@ impl Sampler {
             probing,
             tasks: vec![probe_task, resource_task],
             _floor: floor,
+            origin_monotonic_ns,
         }
     }
 
@@ -322,13 +404,36 @@ impl Sampler {
             task.abort();
         }
         let recorded = self.recorded.lock();
+        let net = |scheme: Scheme| {
+            let mut net = Latencies::default();
+            for point in recorded
+                .timeline
+                .probes
+                .iter()
+                .filter(|point| point.scheme == scheme && point.counted)
+            {
+                let latency_ms = match point.latency_ms {
+                    Some(latency) => {
+                        let starved = recorded
+                            .starvation
+                            .between_ms(point.at_ms as f64, point.at_ms as f64 + latency);
+                        (latency - starved).max(0.0)
+                    }
+                    None => PROBE_DEADLINE.as_secs_f64() * 1000.0,
+                };
+                net.record(Duration::from_secs_f64(latency_ms / 1000.0));
+            }
+            net
+        };
         Sampled {
             timeline: recorded.timeline.clone(),
             probes: ProbeSummary {
-                http: ProbeStats::of(&recorded.http.0, recorded.http.1),
-                https: ProbeStats::of(&recorded.https.0, recorded.https.1),
-                floor: ProbeStats::of(&recorded.floor.0, recorded.floor.1),
+                http: ProbeStats::of(&recorded.http.0, recorded.http.1, &net(Scheme::Http)),
+                https: ProbeStats::of(&recorded.https.0, recorded.https.1, &net(Scheme::Https)),
+                floor: ProbeStats::of(&recorded.floor.0, recorded.floor.1, &net(Scheme::Floor)),
             },
+            starvation: recorded.starvation.clone(),
+            origin_monotonic_ns: self.origin_monotonic_ns,
         }
     }
 }
@@ -376,6 +481,7 @@ async fn probe(
             .unwrap_or(u64::MAX),
         scheme,
         latency_ms: latency.map(|latency| latency.as_secs_f64() * 1000.0),
+        counted,
     });
     if counted {
         let (latencies, failures) = match scheme {
@@ -480,5 +586,41 @@ mod tests {
         };
         assert_eq!(timeline.peak_live(), Some(9));
         assert_eq!(timeline.peak_fds(), Some(40));
+    }
+
+    #[test]
+    fn starvation_is_the_longer_wait_per_cpu_interpolated_between_samples() {
+        let waited = |server_ms: u64, client_ms: u64| {
+            (
+                Some(SchedTime {
+                    on_cpu: Duration::ZERO,
+                    waiting: Duration::from_millis(server_ms),
+                }),
+                Some(SchedTime {
+                    on_cpu: Duration::ZERO,
+                    waiting: Duration::from_millis(client_ms),
+                }),
+            )
+        };
+        let mut starvation = Starvation {
+            cpus: 2,
+            ..Starvation::default()
+        };
+        for (at_ms, (server, client)) in [
+            (0.0, waited(0, 0)),
+            (100.0, waited(200, 40)),
+            (200.0, waited(200, 100)),
+        ] {
+            starvation.record(at_ms, server, client);
+        }
+        // The server waited 200 ms over the first 100 ms: 100 ms per CPU.
+        assert!((starvation.between_ms(0.0, 100.0) - 100.0).abs() < 1e-9);
+        // Half of that sample interval: half of it.
+        assert!((starvation.between_ms(50.0, 100.0) - 50.0).abs() < 1e-9);
+        // Then only the client waited (60 ms): 30 ms per CPU.
+        assert!((starvation.between_ms(100.0, 200.0) - 30.0).abs() < 1e-9);
+        // Past the last sample nothing more is known.
+        assert_eq!(starvation.between_ms(200.0, 900.0), 0.0);
+        assert_eq!(Starvation::default().between_ms(0.0, 10.0), 0.0);
     }
 }

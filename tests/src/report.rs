@@ -39,7 +39,7 @@ pub fn scoreboard(runs: &[RunResult]) -> String {
         "stranded",
         "fd delta",
         "probe p99",
-        "floor p99",
+        "net p99",
         "cancel p99",
         "budget",
         "verdict"
@@ -61,7 +61,7 @@ pub fn scoreboard(runs: &[RunResult]) -> String {
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
             ms(run.probe.worst_p99_ms()),
-            ms(run.probe.floor.p99_ms),
+            ms(run.probe.worst_net_p99_ms()),
             ms(run.cancel_p99_ms),
             ms(cancel_budget(run)),
             if run.passed { "PASS" } else { "FAIL" },
@@ -215,7 +215,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
          <h1>leakcheck chaos campaign</h1><p>{passed} of {} runs passed. Master seed <code>{master_seed}</code> \
          (replay: <code>cargo run --release -p chaos -- --seed {master_seed}</code>).</p><table><tr>\
          <th>scenario</th><th>mode</th><th>requests</th><th>ok/fail/info</th><th>leaked</th><th>stranded</th><th>fd delta</th>\
-         <th>probe p99</th><th>floor p99</th><th>cancel p99</th><th>budget</th><th>verdict</th><th>detected site</th></tr>",
+         <th>probe p99</th><th>net p99</th><th>cancel p99</th><th>budget</th><th>verdict</th><th>detected site</th></tr>",
         runs.len()
     );
     for run in runs {
@@ -232,7 +232,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             run.fd_delta
                 .map_or_else(|| "?".into(), |d| format!("{d:+}")),
             ms(run.probe.worst_p99_ms()),
-            ms(run.probe.floor.p99_ms),
+            ms(run.probe.worst_net_p99_ms()),
             ms(run.cancel_p99_ms),
             ms(cancel_budget(run)),
             escape(&detected(run)),
@@ -249,7 +249,8 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             "<section id=\"{name}-{mode}\"><h2>{name} / {mode}</h2><p>seed <code>{}</code>; leaky twin: <code>--bug {}</code>; \
              live tasks {} → peak {} → {}; open fds {} → peak {} → {}; requests in flight at most {}; \
              probes (from intended send time) http p50/p99/p99.9/max {}, https {}, bare-responder floor {}; \
-             cancel p50/p99 {}/{} (request dropped p50/p99 {}/{}; {} of {} aborts matched); quiesced {}; exit code {}; \
+             cancel p50/p99 {}/{} (net of CPU starvation p99 {}; request dropped p50/p99 {}/{}; {} of {} aborts matched); \
+             quiesced {}; exit code {}; \
              run {:.1} s.{}</p>",
             run.seed,
             run.bug,
@@ -265,6 +266,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             percentiles(&run.probe.floor),
             ms(run.cancel_p50_ms),
             ms(run.cancel_p99_ms),
+            ms(run.cancel_net_p99_ms),
             ms(run.cancel_request_ended_p50_ms),
             ms(run.cancel_request_ended_p99_ms),
             run.cancels_matched,
@@ -294,11 +296,12 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
 
 fn percentiles(stats: &crate::measure::ProbeStats) -> String {
     format!(
-        "{}/{}/{}/{} ({} sent, {} failed)",
+        "{}/{}/{}/{} (p99 net of CPU starvation {}; {} sent, {} failed)",
         ms(stats.p50_ms),
         ms(stats.p99_ms),
         ms(stats.p999_ms),
         ms(stats.max_ms),
+        ms(stats.net_p99_ms),
         stats.sent,
         stats.failures
     )
@@ -484,16 +487,19 @@ mod tests {
                     scheme: Scheme::Http,
                     at_ms: 0,
                     latency_ms: Some(1.0),
+                    counted: true,
                 },
                 ProbePoint {
                     scheme: Scheme::Http,
                     at_ms: 50,
                     latency_ms: None,
+                    counted: true,
                 },
                 ProbePoint {
                     scheme: Scheme::Http,
                     at_ms: 100,
                     latency_ms: Some(3.0),
+                    counted: true,
                 },
             ],
             resources: vec![

@@ -67,8 +67,8 @@ pub const QUIESCE_BOUND: Duration = Duration::from_secs(6);
 pub const SMOKE_QUIESCE_BOUND: Duration = Duration::from_secs(4);
 /// Longest wait for the server to exit after SIGTERM.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
-/// Fixed mode: health-probe p99 must stay below this during the storm, above the p99 of
-/// the probe floor probed at the same moments (0 on an idle machine).
+/// Fixed mode: health-probe p99 must stay below this during the storm, net of the time the
+/// server's or the client's threads waited for a CPU ([`crate::measure::Starvation`]).
 pub const PROBE_P99_LIMIT_MS: f64 = 100.0;
 /// Fixed cancel-storm: the cancel-propagation p99 target. On a machine that cannot reach it
 /// (the server's threads busy or waiting for a CPU through the drain) the p99 is judged by

@@ -209,6 +209,8 @@ async fn drive(
     let aborts = history.aborts();
     let mut cancel = Latencies::default();
     let mut request_ended = Latencies::default();
+    // (abort, gone) on CLOCK_MONOTONIC, for the latencies net of CPU starvation.
+    let mut cancelled = Vec::new();
     let mut gone_before_abort = 0;
     if !aborts.is_empty() {
         match endpoints.cancellations().await {
@@ -222,6 +224,7 @@ async fn drive(
                         Some(at) if at < abort.at_monotonic_ns => gone_before_abort += 1,
                         Some(at) => {
                             cancel.record(Duration::from_nanos(at - abort.at_monotonic_ns));
+                            cancelled.push((abort.at_monotonic_ns, at));
                             if let Some(ended) = end.request_ended_ns {
                                 request_ended.record(Duration::from_nanos(
                                     ended.saturating_sub(abort.at_monotonic_ns),
@@ -248,6 +251,17 @@ async fn drive(
     let parked_peers = history.parked() as u64;
     let shutdown = server.terminate(SHUTDOWN_WAIT).await;
     let sampled = sampler.stop();
+    let mut cancel_net = Latencies::default();
+    let since_origin_ms = |ns: u64| ns.saturating_sub(sampled.origin_monotonic_ns) as f64 / 1e6;
+    for (aborted, gone) in cancelled {
+        let latency_ms = (gone - aborted) as f64 / 1e6;
+        let starved = sampled
+            .starvation
+            .between_ms(since_origin_ms(aborted), since_origin_ms(gone));
+        cancel_net.record(Duration::from_secs_f64(
+            (latency_ms - starved).max(0.0) / 1000.0,
+        ));
+    }
     history.release_parked();
     drop(env);
 
@@ -335,6 +349,7 @@ async fn drive(
         probe: sampled.probes,
         cancel_p50_ms: cancel.quantile_ms(0.5),
         cancel_p99_ms: cancel.quantile_ms(0.99),
+        cancel_net_p99_ms: cancel_net.quantile_ms(0.99),
         cancel_request_ended_p50_ms: request_ended.quantile_ms(0.5),
         cancel_request_ended_p99_ms: request_ended.quantile_ms(0.99),
         cancel_storm,
