@@ -5,9 +5,11 @@
 //! tokio-metrics' `TaskMonitor`. Then the cost per poll of leakcheck's poll
 //! hooks, and console-subscriber in a phase of its own.
 //!
-//! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread | --multi-thread]`
+//! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread | --multi-thread] [--pattern TEXT] [--spawn-only]`
 //!
-//! Both flavors run unless one is named. The patterns:
+//! Both flavors run unless one is named; `--pattern` keeps the patterns whose
+//! name contains TEXT and `--spawn-only` skips the poll and console phases
+//! (both for profiling one pattern). The patterns:
 //! - **block_on body, no scope / in a scope**: spawned from the `block_on`
 //!   future (where a `#[leakcheck::test]` body spawns; not a task, so tokio
 //!   names no parent), without and inside an open `verify_none` scope;
@@ -476,12 +478,16 @@ mod bench {
 
     /// Every pattern on every flavor, `rounds` rounds, each pattern's
     /// instruments in rotating order.
-    fn measure_spawns(flavors: &[Flavor], rounds: usize) -> Vec<(Flavor, Vec<Row>)> {
+    fn measure_spawns(
+        flavors: &[Flavor],
+        patterns: &[Pattern],
+        rounds: usize,
+    ) -> Vec<(Flavor, Vec<Row>)> {
         let monitor = TaskMonitor::new();
         let mut tables: Vec<(Flavor, Vec<Row>)> = flavors
             .iter()
             .map(|&flavor| {
-                let rows = PATTERNS
+                let rows = patterns
                     .iter()
                     .map(|&pattern| Row {
                         pattern,
@@ -754,9 +760,38 @@ mod bench {
             (false, true) => vec![Flavor::CurrentThread],
             _ => vec![Flavor::MultiThread, Flavor::CurrentThread],
         };
-        assert_distinct_stacks();
-        for (flavor, rows) in measure_spawns(&flavors, rounds) {
+        // `--pattern TEXT`: only the patterns whose name contains TEXT (for
+        // profiling one of them).
+        let patterns: Vec<Pattern> = match args.iter().position(|arg| arg == "--pattern") {
+            Some(at) => {
+                let Some(text) = args.get(at + 1) else {
+                    eprintln!("--pattern needs a value: part of a pattern's name");
+                    std::process::exit(2);
+                };
+                let chosen: Vec<_> = PATTERNS
+                    .into_iter()
+                    .filter(|pattern| pattern.name().contains(text.as_str()))
+                    .collect();
+                if chosen.is_empty() {
+                    let names: Vec<_> = PATTERNS.iter().map(|p| p.name()).collect();
+                    eprintln!(
+                        "--pattern {text:?} matches no pattern; the patterns are: {}",
+                        names.join("; ")
+                    );
+                    std::process::exit(2);
+                }
+                chosen
+            }
+            None => PATTERNS.to_vec(),
+        };
+        if patterns.contains(&Pattern::DistinctStacks) {
+            assert_distinct_stacks();
+        }
+        for (flavor, rows) in measure_spawns(&flavors, &patterns, rounds) {
             print_spawns(flavor, &rows, rounds);
+        }
+        if wants("--spawn-only") {
+            return;
         }
         // The poll hooks' and console-subscriber's phases run on the first
         // flavor asked for.
