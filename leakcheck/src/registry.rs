@@ -15,7 +15,7 @@ use std::num::NonZeroU64;
 use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use rustc_hash::FxHashMap;
@@ -209,6 +209,10 @@ struct ContextEntry {
 struct Shard {
     live: FxHashMap<NonZeroU64, Record>,
     contexts: FxHashMap<NonNull<Context>, ContextEntry>,
+    /// Scopes opened inside a task of this shard (owner id → the contexts
+    /// its children get, innermost last), kept with the owner's record so
+    /// that looking them up takes the lock the spawner lookup takes anyway.
+    anchors: FxHashMap<NonZeroU64, Vec<Arc<Context>>>,
     sweep_at: usize,
     early_ends: VecDeque<NonZeroU64>,
     /// Polls counted during a grace period (see `liveness`); empty otherwise.
@@ -226,6 +230,11 @@ struct Padded(Mutex<Shard>);
 /// Live records of one tracker.
 pub(crate) struct Registry {
     shards: Box<[Padded]>,
+    /// Bumped whenever what a live task passes on to its children changes
+    /// (a scope anchored on it or taken off, its context replaced by
+    /// `detach`): a per-thread cache of [`Registry::spawner`] answers is valid
+    /// only for the generation it was filled in.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -240,6 +249,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -338,17 +348,60 @@ impl Registry {
     }
 
     /// The context and label of a live task, borrowed for a spawn it is
-    /// making; `Err` when the task is not tracked.
+    /// making (`Err` when the task is not tracked), and the context of the
+    /// innermost scope opened inside it.
     ///
     /// The caller must be running inside task `id` (its spawn hook), so the
     /// record, and the context and label it holds, outlive the borrow.
-    pub(crate) fn spawner(&self, id: NonZeroU64) -> Result<Spawner, ()> {
+    pub(crate) fn spawner(&self, id: NonZeroU64) -> (Result<Spawner, ()>, Option<Arc<Context>>) {
         let shard = self.shard(id).lock();
-        let record = shard.live.get(&id).ok_or(())?;
-        Ok(Spawner {
+        let anchor = anchor_in(&shard, id);
+        let spawner = shard.live.get(&id).ok_or(()).map(|record| Spawner {
             ctx: record.ctx,
             label: record.label.as_ref().map(|l| NonNull::from(&**l)),
-        })
+        });
+        (spawner, anchor)
+    }
+
+    /// The generation [`Registry::spawner`] answers belong to; read it before
+    /// the lookup it validates.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Anchors a scope opened inside task `owner`: the tasks `owner` spawns
+    /// from now on get `ctx` (that scope and the ones enclosing it).
+    pub(crate) fn anchor(&self, owner: NonZeroU64, ctx: Arc<Context>) {
+        self.shard(owner)
+            .lock()
+            .anchors
+            .entry(owner)
+            .or_default()
+            .push(ctx);
+        self.changed();
+    }
+
+    /// Undoes [`Registry::anchor`] for `scope`; nothing when it is not
+    /// anchored on `owner`.
+    pub(crate) fn unanchor(&self, owner: NonZeroU64, scope: &Arc<Scope>) {
+        let mut shard = self.shard(owner).lock();
+        if let Some(list) = shard.anchors.get_mut(&owner) {
+            list.retain(|ctx| !ctx.scopes.last().is_some_and(|s| Arc::ptr_eq(s, scope)));
+            if list.is_empty() {
+                shard.anchors.remove(&owner);
+            }
+        }
+        drop(shard);
+        self.changed();
+    }
+
+    /// The context of the innermost scope anchored on task `owner`.
+    pub(crate) fn anchor_of(&self, owner: NonZeroU64) -> Option<Arc<Context>> {
+        anchor_in(&self.shard(owner).lock(), owner)
     }
 
     /// Takes the live tasks `ids` out of `scope` (an `ignore` pattern matched
@@ -396,6 +449,9 @@ impl Registry {
                     .live += 1;
             }
             detached.push(id);
+        }
+        if !detached.is_empty() {
+            self.changed();
         }
         detached
     }
@@ -493,6 +549,17 @@ impl Registry {
             shard.polls.shrink_to(0);
         }
     }
+}
+
+fn anchor_in(shard: &Shard, owner: NonZeroU64) -> Option<Arc<Context>> {
+    if shard.anchors.is_empty() {
+        return None;
+    }
+    shard
+        .anchors
+        .get(&owner)
+        .and_then(|list| list.last())
+        .cloned()
 }
 
 /// Marks a scope as waited on for as long as it lives.

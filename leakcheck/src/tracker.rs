@@ -50,9 +50,6 @@ pub(crate) struct Inner {
     /// Scopes not yet closed, for tasks whose spawner is unknown.
     open: Mutex<OpenScopes>,
     open_count: AtomicUsize,
-    /// Contexts of scopes opened inside a task, for that task's children.
-    anchors: Mutex<FxHashMap<NonZeroU64, Vec<Anchor>>>,
-    anchor_count: AtomicUsize,
     #[cfg(tokio_unstable)]
     user_spawn: Option<TaskHook>,
     #[cfg(tokio_unstable)]
@@ -100,7 +97,7 @@ impl OpenScopes {
     }
 }
 
-/// A scope opened in some task or thread, and the context its tasks get.
+/// A scope opened outside tasks, and the context its thread's tasks get.
 #[derive(Clone)]
 struct Anchor {
     scope: Arc<Scope>,
@@ -224,8 +221,8 @@ impl Tracker {
         // The new scope's tasks also belong to every scope the owner is in.
         let scopes_of = |ctx: &Context| ctx.scopes.to_vec();
         let base = match owner {
-            Some(task) => match inner.task_anchor(task) {
-                Some(anchor) => Some(scopes_of(anchor.get())),
+            Some(task) => match inner.registry.anchor_of(task) {
+                Some(anchor) => Some(scopes_of(&anchor)),
                 None => inner
                     .registry
                     .with_context(task, |ctx| ctx.map(scopes_of))
@@ -245,20 +242,19 @@ impl Tracker {
             open.changed();
             inner.open_count.fetch_add(1, Ordering::AcqRel);
         }
-        let anchor = Anchor {
-            scope: scope.clone(),
-            ctx,
-        };
         match owner {
-            Some(task) => {
-                inner.anchors.lock().entry(task).or_default().push(anchor);
-                inner.anchor_count.fetch_add(1, Ordering::AcqRel);
+            Some(task) => inner.registry.anchor(task, ctx),
+            None => {
+                let anchor = Anchor {
+                    scope: scope.clone(),
+                    ctx,
+                };
+                THREAD_ANCHORS.with(|anchors| {
+                    anchors
+                        .borrow_mut()
+                        .push((Arc::as_ptr(inner) as usize, anchor))
+                })
             }
-            None => THREAD_ANCHORS.with(|anchors| {
-                anchors
-                    .borrow_mut()
-                    .push((Arc::as_ptr(inner) as usize, anchor))
-            }),
         }
         OpenScope { scope, owner }
     }
@@ -268,19 +264,7 @@ impl Tracker {
         let inner = &self.inner;
         let is_this = |anchor: &Anchor| Arc::ptr_eq(&anchor.scope, &open.scope);
         match open.owner {
-            Some(task) => {
-                let mut anchors = inner.anchors.lock();
-                if let Some(list) = anchors.get_mut(&task) {
-                    let before = list.len();
-                    list.retain(|a| !is_this(a));
-                    inner
-                        .anchor_count
-                        .fetch_sub(before - list.len(), Ordering::AcqRel);
-                    if list.is_empty() {
-                        anchors.remove(&task);
-                    }
-                }
-            }
+            Some(task) => inner.registry.unanchor(task, &open.scope),
             None => {
                 // A guard may be dropped on another thread than the one that
                 // opened it (multi-thread block_on bodies do not move, but be
@@ -312,11 +296,18 @@ pub(crate) struct OpenScope {
 }
 
 thread_local! {
-    static SPAWNER: Cell<Option<SpawnerEntry>> = const { Cell::new(None) };
+    static SPAWNER: RefCell<Option<CachedSpawner>> = const { RefCell::new(None) };
 }
 
-/// (tracker, task) → what that task passes on, for [`Inner::spawner`].
-type SpawnerEntry = ((usize, NonZeroU64), Spawner);
+/// What a task passes on, as [`Registry::spawner`] answered for it, for
+/// [`Inner::spawner`].
+struct CachedSpawner {
+    /// (tracker, task, registry generation) the answer is for.
+    key: (usize, NonZeroU64, u64),
+    spawner: Result<Spawner, ()>,
+    /// Held here so spawns can borrow it: see [`Inner::spawner`].
+    anchor: Option<Arc<Context>>,
+}
 
 thread_local! {
     // Scopes opened outside any task (a block_on body, such as a test body),
@@ -343,17 +334,6 @@ fn thread_anchor(inner: &Arc<Inner>) -> Option<ContextRef> {
 }
 
 impl Inner {
-    fn task_anchor(&self, task: NonZeroU64) -> Option<ContextRef> {
-        if self.anchor_count.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.anchors
-            .lock()
-            .get(&task)
-            .and_then(|list| list.last())
-            .map(|a| ContextRef::Owned(a.ctx.clone()))
-    }
-
     /// The context of a task whose spawner is unknown (a `spawn_blocking`
     /// closure, a plain thread): see [`OpenScopes::common`].
     fn unknown_spawner(&self) -> Option<ContextRef> {
@@ -363,20 +343,44 @@ impl Inner {
         self.open.lock().common.clone().map(ContextRef::Owned)
     }
 
-    /// What the running task `parent` passes on, from a one-entry cache per
-    /// thread: a task spawning in a loop is looked up once, not per child.
-    /// Task ids are never reused and a record never changes, so an entry
-    /// stays right while its task runs (on this thread, now).
-    fn spawner(self: &Arc<Self>, parent: NonZeroU64) -> Result<Spawner, ()> {
-        let key = (Arc::as_ptr(self) as usize, parent);
-        if let Ok(Some((cached, spawner))) = SPAWNER.try_with(Cell::get) {
-            if cached == key {
-                return Ok(spawner);
+    /// What the running task `parent` passes on, and the context of the
+    /// innermost scope opened inside it, from a one-entry cache per thread: a
+    /// task spawning in a loop is looked up once, not per child, and takes no
+    /// lock. Task ids are never reused and the registry's generation moves
+    /// whenever an answer could change, so an entry stays right while its
+    /// task runs (on this thread, now) in that generation. The anchor is
+    /// borrowed from the cache, which keeps it until this thread's next
+    /// lookup, after this spawn.
+    fn spawner(self: &Arc<Self>, parent: NonZeroU64) -> (Result<Spawner, ()>, Option<ContextRef>) {
+        let key = (
+            Arc::as_ptr(self) as usize,
+            parent,
+            self.registry.generation(),
+        );
+        let cached = SPAWNER.try_with(|cell| {
+            let mut cell = cell.try_borrow_mut().ok()?;
+            if cell.as_ref().is_none_or(|cached| cached.key != key) {
+                let (spawner, anchor) = self.registry.spawner(parent);
+                *cell = Some(CachedSpawner {
+                    key,
+                    spawner,
+                    anchor,
+                });
+            }
+            let cached = cell.as_ref()?;
+            Some((
+                cached.spawner,
+                cached.anchor.as_ref().map(ContextRef::borrow),
+            ))
+        });
+        match cached {
+            Ok(Some(answer)) => answer,
+            // No cache on this thread now (it is exiting): ask directly.
+            _ => {
+                let (spawner, anchor) = self.registry.spawner(parent);
+                (spawner, anchor.map(ContextRef::Owned))
             }
         }
-        let spawner = self.registry.spawner(parent)?;
-        let _ = SPAWNER.try_with(|cell| cell.set(Some((key, spawner))));
-        Ok(spawner)
     }
 
     /// The scopes and label of a task spawned by `parent` (`None` when
@@ -400,15 +404,21 @@ impl Inner {
         {
             return (None, None);
         }
-        let (ctx, inherited) = match self.spawner(parent) {
+        let (spawner, anchor) = self.spawner(parent);
+        let (ctx, inherited) = match spawner {
             // SAFETY: `parent` is running on this thread: it is inside spawn.
             Ok(spawner) => (
                 spawner.ctx.map(ContextRef::Borrowed),
                 current.is_none().then(|| unsafe { spawner.label() }),
             ),
-            Err(()) => (self.unknown_spawner(), None),
+            Err(()) => (None, None),
         };
-        let ctx = self.task_anchor(parent).or(ctx);
+        let ctx = match (anchor, ctx) {
+            (Some(anchor), _) => Some(anchor),
+            (None, Some(ctx)) => Some(ctx),
+            (None, None) if spawner.is_err() => self.unknown_spawner(),
+            (None, None) => None,
+        };
         (ctx, current.or(inherited.flatten()))
     }
 
@@ -667,8 +677,6 @@ impl TrackerBuilder {
                 registry: Registry::default(),
                 open: Mutex::new(OpenScopes::default()),
                 open_count: AtomicUsize::new(0),
-                anchors: Mutex::new(FxHashMap::default()),
-                anchor_count: AtomicUsize::new(0),
                 #[cfg(tokio_unstable)]
                 user_spawn: self.user_spawn,
                 #[cfg(tokio_unstable)]

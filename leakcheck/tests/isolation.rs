@@ -274,3 +274,25 @@ fn parallel_scopes_on_one_runtime_never_blame_each_other() {
         );
     }
 }
+
+#[test]
+fn a_scope_opened_in_a_task_owns_its_next_spawn_at_once() {
+    // One thread, so the task's spawns share one per-thread spawner cache.
+    let runtime = tracked_runtime();
+    runtime.block_on(async {
+        let outer = leakcheck::verify_none().grace(Duration::from_millis(50));
+        tokio::spawn(async {
+            // Looked up before the inner scope opens: the cached answer says
+            // "the outer scope only", and must not outlive that opening.
+            tokio::spawn(async {}).await.unwrap();
+            let inner = leakcheck::verify_none().grace(Duration::from_millis(50));
+            let leaked = tokio::spawn(forever());
+            let report = inner.verify().await.unwrap_err();
+            assert_eq!(report.leaked, 1, "{report}");
+            leaked.abort();
+        })
+        .await
+        .unwrap();
+        outer.verify().await.unwrap();
+    });
+}
