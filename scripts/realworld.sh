@@ -313,8 +313,8 @@ ratio() {
 
 print_table() {
     local line name version args id r
-    echo "| crate | version | #[tokio::test] | rewritten | plain pass/fail | leakcheck pass/fail | new failures | leaking tests | leak sites | count-only pass/fail | plain s | leakcheck s | ratio |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| crate | version | #[tokio::test] | rewritten | plain pass/fail | leakcheck pass/fail | new failures | leaking tests | leak sites | count-only pass/fail | plain s | leakcheck s | ratio | leakcheck at |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for line in "${selected[@]}"; do
         IFS=$'\t' read -r name version args <<<"$line"
         id="$name-$version"
@@ -322,14 +322,15 @@ print_table() {
         local new
         new=$(newly_failing "$id" | wc -l | tr -d ' ')
         [[ -r "$r/leakcheck.outcomes" ]] || new=pending
-        printf '| %s | %s | %s | %s | %s/%s | %s/%s | %s | %s | %s | %s/%s | %s | %s | %s |\n' \
+        printf '| %s | %s | %s | %s | %s/%s | %s/%s | %s | %s | %s | %s/%s | %s | %s | %s | %s |\n' \
             "$name" "$version" "$(fact "$r/prepare.facts" tokio_attrs)" "$(fact "$r/adopt.facts" leakcheck_attrs)" \
             "$(fact "$r/plain.facts" plain_passed)" "$(fact "$r/plain.facts" plain_failed)" \
             "$(fact "$r/leakcheck.facts" leakcheck_passed)" "$(fact "$r/leakcheck.facts" leakcheck_failed)" \
             "$new" "$(fact "$r/leakcheck.facts" leaking_tests)" "$(fact "$r/leakcheck.facts" leak_sites)" \
             "$(fact "$r/count-only.facts" count-only_passed)" "$(fact "$r/count-only.facts" count-only_failed)" \
             "$(fact "$r/plain.facts" plain_seconds)" "$(fact "$r/leakcheck.facts" leakcheck_seconds)" \
-            "$(ratio "$(fact "$r/plain.facts" plain_seconds)" "$(fact "$r/leakcheck.facts" leakcheck_seconds)")"
+            "$(ratio "$(fact "$r/plain.facts" plain_seconds)" "$(fact "$r/leakcheck.facts" leakcheck_seconds)")" \
+            "$(fact "$r/leakcheck.facts" leakcheck_commit)"
     done
 }
 
