@@ -132,10 +132,7 @@ pub(crate) fn publish(report: &LeakReport, dir: Option<&Path>, beside_others: bo
 /// Workflow commands, one per leaking spawn site: `::error`, or `::warning`
 /// when the leak did not fail its test (`warn` mode).
 pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
-    let level = match report.mode {
-        Mode::Fail => "error",
-        Mode::Warn => "warning",
-    };
+    let level = level(report.mode);
     report
         .sites
         .iter()
@@ -151,11 +148,19 @@ pub(crate) fn annotations(report: &LeakReport) -> Vec<String> {
         .collect()
 }
 
-/// A GitHub Actions `::error` workflow command that puts `message` on the
-/// pull request's diff at `site`; the `leakcheck summary --format github`
+/// A GitHub Actions workflow command that puts `message` on the pull
+/// request's diff at `site`: `::error` for leaks that failed their tests,
+/// `::warning` for `warn` mode's; the `leakcheck summary --format github`
 /// annotations of a merged CI run use it too.
-pub fn github_annotation(site: &SourceLocation, title: &str, message: &str) -> String {
-    workflow_command("error", site, title, message)
+pub fn github_annotation(site: &SourceLocation, mode: Mode, title: &str, message: &str) -> String {
+    workflow_command(level(mode), site, title, message)
+}
+
+fn level(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Fail => "error",
+        Mode::Warn => "warning",
+    }
 }
 
 /// `::<level> file=…` at `site`.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use leakcheck::{Frame, SCHEMA_VERSION, SourceLocation, TOKIO_UNSTABLE_HINT};
+use leakcheck::{Frame, Mode, SCHEMA_VERSION, SourceLocation, TOKIO_UNSTABLE_HINT};
 use serde::Serialize;
 
 use crate::document::LoadedReport;
@@ -47,6 +47,9 @@ pub struct Summary {
 pub struct SiteSummary {
     /// Where the tasks were spawned.
     pub site: SourceLocation,
+    /// `warn` when every report with this site was written in `warn` mode
+    /// (its leaks did not fail their tests), else `fail`.
+    pub mode: Mode,
     /// The `spawn` call behind `site` when `site` is the caller of a
     /// `#[track_caller]` spawn helper.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,7 @@ pub struct DegradedSummary {
 #[derive(Default)]
 struct SiteAccumulator {
     tasks: usize,
+    failed_a_test: bool,
     tests: BTreeSet<String>,
     oldest_age_ms: u64,
     labels: BTreeSet<String>,
@@ -112,6 +116,7 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
                 .entry((&group.site, group.spawn_call.as_ref()))
                 .or_default();
             acc.tasks += group.count;
+            acc.failed_a_test |= report.mode == Mode::Fail;
             acc.tests.insert(report.test.clone());
             acc.oldest_age_ms = acc.oldest_age_ms.max(group.oldest_age_ms);
             for task in &group.tasks {
@@ -141,6 +146,11 @@ pub fn summarize(reports: &[LoadedReport]) -> Summary {
         .map(|((site, spawn_call), acc)| SiteSummary {
             site: site.clone(),
             spawn_call: spawn_call.cloned(),
+            mode: if acc.failed_a_test {
+                Mode::Fail
+            } else {
+                Mode::Warn
+            },
             tasks: acc.tasks,
             tests: acc.tests.into_iter().collect(),
             oldest_age_ms: acc.oldest_age_ms,
@@ -218,6 +228,7 @@ pub fn render_github(summary: &Summary) -> String {
         );
         out.push_str(&leakcheck::github_annotation(
             &site.site,
+            site.mode,
             "leakcheck: leaked tasks",
             &message,
         ));
@@ -339,8 +350,12 @@ mod tests {
     /// A report of `test` with one task spawned at tests/a.rs:9 through the
     /// given `#[track_caller]` helper's `spawn` line.
     fn report(test: &str, spawn_line: u32) -> LoadedReport {
+        report_in_mode(test, spawn_line, "fail")
+    }
+
+    fn report_in_mode(test: &str, spawn_line: u32, mode: &str) -> LoadedReport {
         let json = format!(
-            r#"{{"schema_version": 2, "kind": "leak_report", "test": "{test}",
+            r#"{{"schema_version": 3, "kind": "leak_report", "test": "{test}", "mode": "{mode}",
             "created_at_unix_ms": 1, "grace_ms": 250, "leaked": 1,
             "sites": [{{"site": {{"file": "tests/a.rs", "line": 9, "column": 5}},
                        "spawn_call": {{"function": "lib::start", "file": "src/lib.rs", "line": {spawn_line}}},
@@ -377,5 +392,21 @@ mod tests {
             text.contains("  spawn call: lib::start at src/lib.rs:57 (the site above"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sites_only_warn_mode_reports_leaked_at_are_github_warnings() {
+        let summary = summarize(&[
+            report_in_mode("a", 40, "warn"),
+            report_in_mode("b", 57, "warn"),
+            report_in_mode("c", 57, "fail"),
+        ]);
+        let github = render_github(&summary);
+        let levels: Vec<&str> = github
+            .lines()
+            .map(|line| line.split_once(' ').unwrap().0)
+            .collect();
+        // The site with a failing test first (more tasks), then the warn-only one.
+        assert_eq!(levels, ["::error", "::warning"], "{github}");
     }
 }
