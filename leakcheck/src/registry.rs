@@ -215,6 +215,10 @@ struct Shard {
     anchors: FxHashMap<NonZeroU64, Vec<Arc<Context>>>,
     sweep_at: usize,
     early_ends: VecDeque<NonZeroU64>,
+    /// No id above this is in `early_ends` (0: none is). Task ids grow, and
+    /// the ring mostly holds blocking tasks' ids, older than the spawns that
+    /// follow: an insert compares once instead of scanning the ring.
+    early_max: u64,
     /// Polls counted during a grace period (see `liveness`); empty otherwise.
     polls: FxHashMap<NonZeroU64, PollStats>,
 }
@@ -264,9 +268,17 @@ impl Registry {
     /// Adds a record, unless the task already ended (terminate before spawn).
     pub(crate) fn insert(&self, id: NonZeroU64, mut record: Record, ctx: Option<ContextRef>) {
         let mut shard = self.shard(id).lock();
-        if let Some(pos) = shard.early_ends.iter().position(|&ended| ended == id) {
-            shard.early_ends.remove(pos);
-            return;
+        if id.get() <= shard.early_max {
+            if let Some(pos) = shard.early_ends.iter().position(|&ended| ended == id) {
+                shard.early_ends.remove(pos);
+                shard.early_max = shard
+                    .early_ends
+                    .iter()
+                    .map(|id| id.get())
+                    .max()
+                    .unwrap_or(0);
+                return;
+            }
         }
         if let Some(ctx) = ctx {
             let ptr = ctx.ptr();
@@ -307,6 +319,8 @@ impl Registry {
                     shard.early_ends.pop_front();
                 }
                 shard.early_ends.push_back(id);
+                // Kept when the front is dropped: an upper bound stays right.
+                shard.early_max = shard.early_max.max(id.get());
                 return None;
             };
             if let Some(ptr) = record.ctx {
@@ -605,6 +619,27 @@ mod tests {
         registry.insert(id(7), record(), Some(ContextRef::Owned(ctx)));
         assert_eq!(registry.len(), 0);
         assert_eq!(registry.scope_live(&scope), 0);
+    }
+
+    #[test]
+    fn early_ends_are_found_below_the_newest_and_skipped_above_it() {
+        let registry = Registry::default();
+        // Same shard: ids 64 apart. Three terminates of unseen ids, then the
+        // late spawn of the middle one and a spawn never ended.
+        let ids: Vec<_> = (1..=3u64).map(|n| id(n * SHARDS as u64 + 5)).collect();
+        for &ended in &ids {
+            assert!(registry.remove(ended).is_none());
+        }
+        registry.insert(ids[1], record(), None);
+        assert_eq!(registry.len(), 0, "the late spawn is dropped");
+        registry.insert(ids[1], record(), None);
+        assert_eq!(registry.len(), 1, "only once: the ring forgot it");
+        let fresh = id(4 * SHARDS as u64 + 5);
+        registry.insert(fresh, record(), None);
+        assert_eq!(registry.len(), 2);
+        registry.insert(ids[2], record(), None);
+        registry.insert(ids[0], record(), None);
+        assert_eq!(registry.len(), 2, "the other two late spawns dropped too");
     }
 
     #[test]
