@@ -9,15 +9,60 @@ use crate::report::{Frame, ParkedAt};
 /// How long a dump may take: on a multi-thread runtime every worker must
 /// check in, and a worker stuck in blocking code never does.
 #[cfg(leakcheck_taskdump)]
-const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Most live tasks a runtime may have for a dump to be taken. tokio traces
-/// every task of the runtime, not just the leaked ones, with every worker
-/// stopped meanwhile; and on a multi-thread runtime its `steal_all` can spin
-/// forever once more tasks are queued than a worker's local queue holds
-/// (256), which no timeout can interrupt. Leak reports of small test scopes
-/// keep their "parked at"; a runtime this busy goes without.
-const MAX_DUMPED_TASKS: usize = 128;
+/// Most live tasks a runtime may have for a task dump to be taken. tokio
+/// traces every task of the runtime, not only the leaked ones: measured with
+/// `scripts/dump-scale.sh` (BENCHMARKS.md), ~0.05–0.1 ms per task in a debug
+/// build, so 10,000 tasks take ~0.5–1.1 s, within [`DUMP_TIMEOUT`].
+pub const MAX_DUMPED_TASKS: usize = 10_000;
+
+/// Most runnable tasks a multi-thread runtime may have queued for a task dump
+/// to be taken. Above ~128 queued tasks on two workers tokio's dump never
+/// returns — its `steal_all` spins, and no timeout can interrupt it
+/// (reproduced by `cargo run -p leakcheck --example dump_scale -- multi 200
+/// runnable`) — so leakcheck keeps well below what was measured to work.
+/// Tasks parked on I/O, timers or channels are not queued and do not count.
+pub const MAX_QUEUED_FOR_DUMP: usize = 64;
+
+/// Why a task dump of `handle`'s runtime must not be taken now, or `None`:
+/// more than [`MAX_DUMPED_TASKS`] live tasks, or on a multi-thread runtime
+/// more than [`MAX_QUEUED_FOR_DUMP`] runnable ones (unless so few tasks are
+/// live that even all of them queued stay under it). The reference server's
+/// `/debug/dump` asks this too.
+pub fn dump_refusal(handle: &tokio::runtime::Handle) -> Option<String> {
+    let metrics = handle.metrics();
+    let live = metrics.num_alive_tasks();
+    if live > MAX_DUMPED_TASKS {
+        return Some(format!(
+            "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS}"
+        ));
+    }
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
+        || live <= MAX_QUEUED_FOR_DUMP
+    {
+        return None;
+    }
+    let queued = queued_tasks(&metrics);
+    (queued > MAX_QUEUED_FOR_DUMP).then(|| {
+        format!(
+            "{queued} runnable tasks queued: tokio's task dump of a multi-thread runtime never returns with many queued (at most {MAX_QUEUED_FOR_DUMP} are allowed)"
+        )
+    })
+}
+
+/// Tasks waiting in the runtime's queues: the global one and every worker's.
+fn queued_tasks(metrics: &tokio::runtime::RuntimeMetrics) -> usize {
+    let global = metrics.global_queue_depth();
+    #[cfg(tokio_unstable)]
+    let local: usize = (0..metrics.num_workers())
+        .map(|worker| metrics.worker_local_queue_depth(worker))
+        .sum();
+    // Without the cfg no dump can be taken at all; count what is known.
+    #[cfg(not(tokio_unstable))]
+    let local = 0;
+    global + local
+}
 
 /// Frames kept per parked trace; deeper frames are counted, not shown.
 const MAX_TRACE_FRAMES: usize = 16;
@@ -32,7 +77,7 @@ pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return parked;
     };
-    if handle.metrics().num_alive_tasks() > MAX_DUMPED_TASKS {
+    if dump_refusal(&handle).is_some() {
         return parked;
     }
     let deadline = std::time::Instant::now() + DUMP_TIMEOUT;

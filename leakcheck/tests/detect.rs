@@ -625,3 +625,50 @@ fn recursion_is_folded_in_the_text_report() {
         "the test body follows the fold:\n{text}"
     );
 }
+
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[test]
+fn a_thousand_leaked_tasks_still_say_where_they_are_parked() {
+    #[inline(never)]
+    async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
+        let _ = rx.await;
+    }
+    for flavor in [Flavor::Current, Flavor::Multi] {
+        let mut keep = Vec::new();
+        let report = scoped(flavor, GRACE, || async {
+            for _ in 0..1_000 {
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                keep.push(tx);
+                tokio::spawn(wait_for_shutdown(rx));
+            }
+        })
+        .unwrap_err();
+        let tasks = &only_site(&report).tasks;
+        assert_eq!(tasks.len(), 1_000);
+        let parked = tasks.iter().filter(|task| task.parked_at.is_some()).count();
+        assert_eq!(parked, 1_000, "every task has its parked-at");
+    }
+}
+
+#[test]
+fn a_multi_thread_runtime_full_of_runnable_tasks_is_not_dumped() {
+    // tokio's dump never returns with this many tasks queued on two workers
+    // (`dump_scale -- multi 200 runnable`): the report must come back,
+    // without parked-at.
+    let report = scoped(Flavor::Multi, GRACE, || async {
+        for _ in 0..300 {
+            tokio::spawn(async {
+                loop {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
+    })
+    .unwrap_err();
+    let tasks = &only_site(&report).tasks;
+    assert_eq!(tasks.len(), 300);
+    assert!(tasks.iter().all(|task| task.parked_at.is_none()));
+}

@@ -13,12 +13,6 @@ pub const CANCELLATION_LOG_CAPACITY: usize = 65_536;
 /// How long /debug/dump waits for every worker to check in before answering 503.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most live tasks /debug/dump will trace. tokio stops every worker for a dump, and on a
-/// multi-thread runtime its `steal_all` can spin forever once more tasks are queued than a
-/// worker's local queue holds (256), which no timeout can interrupt: a busier server answers
-/// 503 and /debug/tasks is the way to look at it.
-pub const MAX_DUMPED_TASKS: usize = 128;
-
 /// When each request ended (its handler or streamed body dropped) and when its last labeled
 /// task ended (leakcheck's `on_label_drained`): a request is gone at the later of its entries.
 /// Each entry says which of the two it is, so a slow cancellation can be told apart: hyper
@@ -95,8 +89,10 @@ pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
         .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
 }
 
-/// A text task dump of the current runtime, or why none was taken: more than [`MAX_DUMPED_TASKS`]
-/// live tasks, or workers that did not check in within [`DUMP_TIMEOUT`].
+/// A text task dump of the current runtime, or why none was taken: one leakcheck's
+/// [`dump_refusal`](leakcheck::dump_refusal) gives (too many live tasks, or too many queued on a
+/// multi-thread runtime, where tokio's dump would never return), or workers that did not check in
+/// within [`DUMP_TIMEOUT`].
 #[cfg(all(
     tokio_unstable,
     target_os = "linux",
@@ -109,12 +105,8 @@ pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
 ))]
 pub async fn task_dump() -> Result<String, String> {
     let handle = tokio::runtime::Handle::current();
-    let live = handle.metrics().num_alive_tasks();
-    if live > MAX_DUMPED_TASKS {
-        return Err(format!(
-            "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS} (tokio can wedge a worker \
-             dumping a busier runtime); use /debug/tasks\n"
-        ));
+    if let Some(refusal) = leakcheck::dump_refusal(&handle) {
+        return Err(format!("{refusal}; use /debug/tasks\n"));
     }
     let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
         .await

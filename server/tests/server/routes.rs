@@ -245,10 +245,12 @@ async fn proxy_retries_a_get_once_when_a_pooled_connection_drops_it() {
 }
 
 #[tokio::test]
-async fn task_dumps_are_refused_on_a_busy_runtime() {
+async fn task_dumps_cover_a_runtime_with_many_parked_tasks() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start(config());
-    // 50 open streams: a connection, a producer and a lease keeper each, over the dump limit.
+    // 50 open streams: a connection, a producer and a lease keeper each, all parked
+    // between chunks. tokio's dump limit is about queued tasks, not live ones
+    // (`leakcheck::dump_refusal`), so these are dumped.
     let mut streams = Vec::new();
     for _ in 0..50 {
         let mut stream = tokio::net::TcpStream::connect(server.bound().http)
@@ -265,8 +267,12 @@ async fn task_dumps_are_refused_on_a_busy_runtime() {
         streams.push(stream);
     }
     let dump = get(&server, "/debug/dump").await;
-    assert_eq!(dump.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(dump.body.contains("use /debug/tasks"), "{}", dump.body);
+    assert_eq!(dump.status, StatusCode::OK, "{}", dump.body);
+    let traced = dump.body.matches("\ntask ").count() + usize::from(dump.body.starts_with("task "));
+    assert!(
+        traced >= 150,
+        "every stream's tasks are in the dump: {traced}"
+    );
     drop(streams);
     assert!(stop(server).await.leaks.is_none());
 }
