@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use http::StatusCode;
 use leakcheck_server::Config;
+use leakcheck_server::labels::DNS_LOOKUP_LABEL;
 
 use crate::support::*;
 
@@ -92,7 +93,18 @@ async fn proxy_resolves_by_name_and_reuses_pooled_connections() {
         assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
         assert_eq!(upstream.last_target(), "/base/hello");
     }
-    let snapshot = tasks(&server).await;
+    // A lookup's task ends after the lookup's result wakes the request
+    // (tokio runs the terminate hook after waking the JoinHandle), so wait for
+    // the lookups to end before counting what upstream.rs left running.
+    // (The resolver's own background task, spawned inside the first lookup,
+    // carries its label too, and lives as long as the resolver.)
+    let snapshot = wait_for_tasks(&server, "the DNS lookup tasks to end", |snapshot| {
+        tasks_where(snapshot, |site, task| {
+            site["file"] == "server/src/upstream.rs" && task["label"] == DNS_LOOKUP_LABEL
+        })
+        .is_empty()
+    })
+    .await;
     assert_eq!(
         spawned_in(&snapshot, "server/src/upstream.rs").len(),
         1,
