@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::document::LoadedReport;
 use crate::text::{self, Align};
 
-/// How many test names a site's detail block lists before "and N more".
+/// How many test names a site's detail block (and `cargo leakcheck`'s
+/// verdict) lists before "and N more".
 pub const TESTS_LISTED: usize = 5;
 
 /// The `kind` of `summary --json` output.
@@ -329,7 +330,8 @@ fn render_site(out: &mut String, site: &SiteSummary) {
     }
 }
 
-fn list_names(names: &[String]) -> String {
+/// Up to [`TESTS_LISTED`] names, then "and N more".
+pub fn list_names(names: &[String]) -> String {
     let shown = names
         .iter()
         .take(TESTS_LISTED)

@@ -32,8 +32,6 @@ pub const TARGET_SUBDIR: &str = "leakcheck";
 pub const REPORTS_SUBDIR: &str = "reports";
 /// The HTML page written after a run with leaks, under [`TARGET_SUBDIR`].
 pub const HTML_PAGE: &str = "report.html";
-/// How many test names a verdict line lists before "and N more".
-pub const TESTS_LISTED: usize = 5;
 
 /// Which test runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +140,7 @@ impl Outcome {
                 eprintln!(
                     "{what}: {} failed for other reasons than leaks: {}{also}; exit code {}",
                     text::count(verdict.other_failures.len(), "test"),
-                    list(&verdict.other_failures),
+                    summary::list_names(&verdict.other_failures),
                     exit::TESTS_FAILED
                 );
                 exit::TESTS_FAILED
@@ -151,7 +149,7 @@ impl Outcome {
                 if leaks_fail {
                     eprintln!(
                         "{what}: {leaked} failed on leaks and nothing else failed: {}; exit code {}",
-                        list(&verdict.leaked),
+                        summary::list_names(&verdict.leaked),
                         exit::LEAKS_FOUND
                     );
                     exit::LEAKS_FOUND
@@ -173,19 +171,6 @@ impl Outcome {
             );
         }
         code
-    }
-}
-
-fn list(names: &[String]) -> String {
-    let shown = names
-        .iter()
-        .take(TESTS_LISTED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match names.len().saturating_sub(TESTS_LISTED) {
-        0 => shown,
-        more => format!("{shown} and {more} more"),
     }
 }
 
