@@ -166,7 +166,7 @@ pub use baseline::{
     BASELINE_OUTCOME_DIR, BASELINE_SCHEMA_VERSION, Baseline, BaselineEntry, BaselineOutcome,
     DEFAULT_BASELINE_FILE, Screened,
 };
-pub use dump::{MAX_DUMPED_TASKS, MAX_QUEUED_FOR_DUMP, dump_refusal};
+pub use dump::{MAX_DUMPED_TASKS, MAX_DUMPED_TASKS_MULTI_THREAD, dump_refusal};
 pub use duration::parse_duration;
 pub use label::{Labeled, labeled};
 #[cfg(feature = "task-names")]

@@ -90,9 +90,8 @@ pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
 }
 
 /// A text task dump of the current runtime, or why none was taken: one leakcheck's
-/// [`dump_refusal`](leakcheck::dump_refusal) gives (too many live tasks, or too many queued on a
-/// multi-thread runtime, where tokio's dump would never return), or workers that did not check in
-/// within [`DUMP_TIMEOUT`].
+/// [`dump_refusal`](leakcheck::dump_refusal) gives (too many live tasks for tokio's dump to be
+/// safe), or workers that did not check in within [`DUMP_TIMEOUT`].
 #[cfg(all(
     tokio_unstable,
     target_os = "linux",

@@ -27,6 +27,7 @@ pub async fn forever() {
     std::future::pending::<()>().await
 }
 
+#[derive(Debug, Clone, Copy)]
 pub enum Flavor {
     Current,
     Multi,

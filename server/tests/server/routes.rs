@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 
 use http::StatusCode;
-use leakcheck_server::Config;
 use leakcheck_server::labels::DNS_LOOKUP_LABEL;
+use leakcheck_server::{Config, RunningServer};
 
 use crate::support::*;
 
@@ -256,15 +256,12 @@ async fn proxy_retries_a_get_once_when_a_pooled_connection_drops_it() {
     assert!(stop(server).await.leaks.is_none());
 }
 
-#[tokio::test]
-async fn task_dumps_cover_a_runtime_with_many_parked_tasks() {
+/// Opens `n` streams that stay parked between chunks: a connection, a producer and a lease keeper
+/// each.
+async fn open_streams(server: &RunningServer, n: usize) -> Vec<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = start(config());
-    // 50 open streams: a connection, a producer and a lease keeper each, all parked
-    // between chunks. tokio's dump limit is about queued tasks, not live ones
-    // (`leakcheck::dump_refusal`), so these are dumped.
     let mut streams = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..n {
         let mut stream = tokio::net::TcpStream::connect(server.bound().http)
             .await
             .unwrap();
@@ -278,13 +275,34 @@ async fn task_dumps_cover_a_runtime_with_many_parked_tasks() {
         stream.read_exact(&mut first).await.unwrap();
         streams.push(stream);
     }
+    streams
+}
+
+#[tokio::test]
+async fn task_dumps_cover_parked_tasks_up_to_the_multi_thread_limit() {
+    let server = start(config());
+    // 30 streams, ~90 tasks: under leakcheck::MAX_DUMPED_TASKS_MULTI_THREAD, so dumped.
+    let mut streams = open_streams(&server, 30).await;
     let dump = get(&server, "/debug/dump").await;
     assert_eq!(dump.status, StatusCode::OK, "{}", dump.body);
     let traced = dump.body.matches("\ntask ").count() + usize::from(dump.body.starts_with("task "));
     assert!(
-        traced >= 150,
+        traced >= 90,
         "every stream's tasks are in the dump: {traced}"
     );
+    // 20 more, past the limit: refused with the reason, never a wedged runtime.
+    streams.extend(open_streams(&server, 20).await);
+    let refused = get(&server, "/debug/dump").await;
+    assert_ne!(refused.status, StatusCode::OK, "{}", refused.body);
+    assert!(
+        refused.body.contains(&format!(
+            "at most {} on a multi-thread runtime",
+            leakcheck::MAX_DUMPED_TASKS_MULTI_THREAD
+        )) && refused.body.contains("use /debug/tasks"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(get(&server, "/healthz").await.status, StatusCode::OK);
     drop(streams);
     assert!(stop(server).await.leaks.is_none());
 }
