@@ -342,6 +342,7 @@ mod tests {
             subject: crate::report::Subject::Test,
             sites,
             stacks: vec![stack("app::start_heartbeat"), stack("app::accept_loop")],
+            parked_at_missing: None,
         }
     }
 

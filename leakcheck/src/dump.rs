@@ -53,19 +53,23 @@ const MAX_TRACE_FRAMES: usize = 16;
 /// Traces kept per task (one per awaited leaf future); more are counted.
 const MAX_TRACES: usize = 8;
 
-/// Where each task in `ids` is parked, trimmed to the user's frames.
+/// Where each task in `ids` is parked, trimmed to the user's frames, or why
+/// no task dump was taken (for the report to say).
 #[cfg(leakcheck_taskdump)]
-pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
+pub(crate) async fn parked(ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, String> {
     let mut parked = FxHashMap::default();
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return parked;
+        return Err("verified outside a tokio runtime, so no task dump could be taken".to_owned());
     };
-    if dump_refusal(&handle).is_some() {
-        return parked;
+    if let Some(refusal) = dump_refusal(&handle) {
+        return Err(refusal);
     }
     let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
     let Some(dump) = crate::clock::within(deadline, handle.dump()).await else {
-        return parked;
+        return Err(format!(
+            "tokio's task dump did not finish within {} s (a worker did not check in)",
+            DUMP_TIMEOUT.as_secs()
+        ));
     };
     for task in dump.tasks().iter() {
         let id = crate::tracker::task_id(task.id()).get();
@@ -103,13 +107,14 @@ pub(crate) async fn parked(ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
             parked.insert(id, at);
         }
     }
-    parked
+    Ok(parked)
 }
 
-/// Without tokio's task dump there is nothing to add.
+/// Without tokio's task dump there is nothing to add (and nothing to
+/// explain: the build chose it).
 #[cfg(not(leakcheck_taskdump))]
-pub(crate) async fn parked(_ids: &[u64]) -> FxHashMap<u64, ParkedAt> {
-    FxHashMap::default()
+pub(crate) async fn parked(_ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, String> {
+    Ok(FxHashMap::default())
 }
 
 /// Keeps the traces separate, drops empty and repeated ones (tokio traces

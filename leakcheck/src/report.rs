@@ -309,6 +309,12 @@ pub struct LeakReport {
     /// Spawn backtraces referenced by `TaskEntry::stack`.
     #[serde(default)]
     pub stacks: Vec<Stack>,
+    /// Why no task has a `parked_at`: the task dump was wanted but not taken
+    /// (too many live tasks for tokio's dump to be safe, a worker stuck in a
+    /// poll, a dump that timed out). Absent when a dump was taken or the
+    /// build has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_at_missing: Option<String>,
 }
 
 /// How to get spawn sites: run with tokio's hooks, for the test build only.
@@ -383,6 +389,10 @@ impl fmt::Display for LeakReport {
             if let Some(parked) = &first.parked_at {
                 write_parked(f, parked)?;
             }
+        }
+        if let Some(why) = &self.parked_at_missing {
+            writeln!(f)?;
+            writeln!(f, "no \"parked at\": {why}")?;
         }
         writeln!(f)?;
         match self.sites.first() {

@@ -269,11 +269,17 @@ impl VerifyGuard {
         if tasks.is_empty() {
             return Ok(());
         }
-        let parked = if with_dump && !watch.worker_blocked() {
+        let parked = if !with_dump {
+            Ok(Default::default())
+        } else if watch.worker_blocked() {
+            Err("a worker has been inside one task's poll for the whole grace, and a task dump waits for every worker".to_owned())
+        } else {
             let ids: Vec<u64> = tasks.iter().map(|t| t.id.get()).collect();
             crate::dump::parked(&ids).await
-        } else {
-            Default::default()
+        };
+        let (parked, parked_at_missing) = match parked {
+            Ok(parked) => (parked, None),
+            Err(why) => (Default::default(), Some(why)),
         };
         let (sites, stacks) = collect::group(tasks, &parked);
         Err(LeakReport {
@@ -290,6 +296,7 @@ impl VerifyGuard {
             subject: self.subject,
             sites,
             stacks,
+            parked_at_missing,
         })
     }
 
@@ -318,6 +325,7 @@ impl VerifyGuard {
             subject: self.subject,
             sites: Vec::new(),
             stacks: Vec::new(),
+            parked_at_missing: None,
         }
     }
 

@@ -659,6 +659,19 @@ fn leaked_tasks_say_where_they_are_parked_up_to_each_flavors_dump_limit() {
         assert_eq!(tasks.len(), leaked);
         let parked = tasks.iter().filter(|task| task.parked_at.is_some()).count();
         assert_eq!(parked, parked_expected, "{flavor:?} with {leaked} leaked");
+        if parked_expected == 0 {
+            // The report says why, in the JSON and in the text.
+            let why = report.parked_at_missing.as_deref().unwrap_or_default();
+            assert!(
+                why.contains(&format!("{leaked} live tasks"))
+                    && why.contains(&format!("at most {multi_limit} on a multi-thread runtime")),
+                "{why:?}"
+            );
+            let text = report.to_string();
+            assert!(text.contains(&format!("no \"parked at\": {why}")), "{text}");
+        } else {
+            assert_eq!(report.parked_at_missing, None);
+        }
     }
 }
 
@@ -680,4 +693,10 @@ fn a_multi_thread_runtime_full_of_runnable_tasks_is_not_dumped() {
     let tasks = &only_site(&report).tasks;
     assert_eq!(tasks.len(), 300);
     assert!(tasks.iter().all(|task| task.parked_at.is_none()));
+    if cfg!(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )) {
+        assert!(report.parked_at_missing.is_some(), "the report says why");
+    }
 }
