@@ -63,6 +63,9 @@
 //!   layer that gives reports the names tasks were spawned with
 //!   (`tokio::task::Builder::name`): tokio's hooks do not pass names, its
 //!   `tracing` spans do.
+//! - `tower` (off by default): [`service`], a tower layer that labels every
+//!   task spawned under a request with the request's id, and a service that
+//!   serves the live tasks as JSON, for hyper/axum services.
 //!
 //! # What counts as a leak
 //! Every task spawned during the scope (the test body, or the code between
@@ -157,6 +160,8 @@ mod output;
 mod paths;
 mod registry;
 mod report;
+#[cfg(feature = "tower")]
+pub mod service;
 mod settings;
 mod symbolize;
 mod tracker;

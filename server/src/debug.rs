@@ -83,12 +83,6 @@ impl CancellationLog {
     }
 }
 
-/// The tracker's live tasks as a leakcheck Snapshot document.
-pub fn tasks_json(tracker: &leakcheck::Tracker) -> String {
-    serde_json::to_string(&tracker.snapshot())
-        .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
-}
-
 /// A text task dump of the current runtime, or why none was taken: one leakcheck's
 /// [`dump_refusal`](leakcheck::dump_refusal) gives (too many live tasks for tokio's dump to be
 /// safe), or workers that did not check in within [`DUMP_TIMEOUT`].

@@ -119,7 +119,8 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-/// Runs the server on a new runtime until `stop()` resolves, then drains and verifies.
+/// Runs the server on a new runtime until `stop()` resolves, then drains and verifies. `stop` is
+/// called inside the runtime before the listeners are bound and `on_ready` announces them.
 /// `on_ready` is called once both ports are bound.
 pub fn run<F, S>(
     config: Config,

@@ -27,9 +27,14 @@ fn main() -> ExitCode {
         let _ = stdout.flush();
     };
     let shutdown_limit = config.shutdown_grace + VERIFY_GRACE + SHUTDOWN_SLACK;
-    let stop = move || async move {
-        shutdown::signal().await;
-        shutdown::exit_if_stuck(shutdown_limit, EXIT_LEAKS);
+    // `run` calls this inside its runtime before it announces the listeners: the signal handlers
+    // are in place by the time the "listening" line is out.
+    let stop = move || {
+        let signal = shutdown::signal();
+        async move {
+            signal.await;
+            shutdown::exit_if_stuck(shutdown_limit, EXIT_LEAKS);
+        }
     };
     let outcome = match run(config, announce, stop) {
         Ok(outcome) => outcome,

@@ -23,8 +23,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+use leakcheck::service::TasksService;
 
 use crate::bugs::Bug;
 use crate::config::Config;
@@ -133,6 +135,8 @@ pub struct App {
     pub cancellations: Arc<CancellationLog>,
     /// The runtime's tracker, absent with `--tracking off`.
     pub tracker: Option<leakcheck::Tracker>,
+    /// Whole-request deadline (to the response head) of every route but /debug/.
+    request_timeout: Duration,
 }
 
 impl App {
@@ -145,6 +149,7 @@ impl App {
         tracker: Option<leakcheck::Tracker>,
     ) -> Self {
         App {
+            request_timeout: config.request_timeout,
             bugs: config.bugs.clone(),
             stream_timeout: (!config.has_bug(Bug::NoStreamTimeout))
                 .then_some(config.stream_timeout),
@@ -173,19 +178,14 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
-/// Longest `x-request-id` taken from a client; longer or non-ASCII ones are replaced.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Removes a client's `x-request-id` that is too long or not visible ASCII, so a fresh one is made:
-/// ids end up in labels, spans and the bounded /debug/cancellations ring.
+/// Removes a client's `x-request-id` that leakcheck would not take as a label (empty, longer than
+/// `leakcheck::service::MAX_LABEL_LEN` or not visible ASCII), so a fresh one is made: ids end up in
+/// labels, spans and the bounded /debug/cancellations ring.
 fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
-    let usable = |id: &HeaderValue| {
-        id.len() <= MAX_REQUEST_ID_LEN && id.as_bytes().iter().all(|byte| byte.is_ascii_graphic())
-    };
     if request
         .headers()
         .get(X_REQUEST_ID)
-        .is_some_and(|id| !usable(id))
+        .is_some_and(|id| leakcheck::service::usable_label(id).is_none())
     {
         request.headers_mut().remove(X_REQUEST_ID);
     }
@@ -193,8 +193,9 @@ fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
 }
 
 /// Builds the layered service: request id (taken or made, echoed back), a tracing span
-/// carrying it, panics answered with 500, the whole-request deadline (503) and the
-/// request-body deadline (408), around the router.
+/// carrying it, the request-id label on every task spawned under it, panics answered with 500
+/// and the request-body deadline (408), around the router (which applies the whole-request
+/// deadline itself, see `handle`).
 pub fn service(app: Arc<App>, config: &Config) -> AppService {
     let router = tower::service_fn(move |request: Request<_>| {
         let app = Arc::clone(&app);
@@ -204,20 +205,23 @@ pub fn service(app: Arc<App>, config: &Config) -> AppService {
         .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::x_request_id(SequentialRequestId::default()))
         .layer(PropagateRequestIdLayer::x_request_id())
+        // Every task spawned under a request (and their descendants) carries its id.
+        .layer(leakcheck::service::RequestLabelLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok()).unwrap_or("");
             tracing::debug_span!("request", id, method = %request.method(), path = request.uri().path())
         }))
         .layer(CatchPanicLayer::custom(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the handler panicked\n")))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
         .layer(RequestBodyTimeoutLayer::new(config.body_timeout))
         .service(router)
         .map_response(|response: Response<_>| response.map(|body| body.map_err(BoxError::from).boxed_unsync()));
     BoxCloneSyncService::new(stack)
 }
 
-/// Runs the route for `request` inside `leakcheck::labeled(request_id, ...)`, so every task it
-/// spawns (and their descendants) carries the request id.
+/// Runs the route for `request`, instrumented by its route's task monitor (the request label
+/// layer has labeled it already), under the whole-request deadline: 503 with an empty body when
+/// the response head is not ready in time. /debug/ routes (loopback-only, for an operator) have
+/// none: a process's first /debug/tasks loads its debug info to symbolize, which can take longer.
 async fn handle<B>(app: Arc<App>, request: Request<B>) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -232,14 +236,15 @@ where
         .into();
     let monitor = app.metrics.route(route).clone();
     let in_flight = InFlight::enter(&app, Arc::clone(&request_id));
-    let handler = monitor.instrument(dispatch(
-        app,
-        route,
-        request,
-        Arc::clone(&request_id),
-        in_flight,
-    ));
-    leakcheck::labeled(request_id, handler).await
+    let deadline = app.request_timeout;
+    let response = monitor.instrument(dispatch(app, route, request, request_id, in_flight));
+    if route == Route::Debug {
+        return response.await;
+    }
+    match tokio::time::timeout(deadline, response).await {
+        Ok(response) => response,
+        Err(_) => with_body(StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::new()),
+    }
 }
 
 /// A request from its head until its response ends: dropped with the handler, or with the
@@ -646,7 +651,16 @@ fn metrics(app: &App) -> Response<ResponseBody> {
 async fn debug_route(app: &App, path: &str) -> Response<ResponseBody> {
     match path {
         "/debug/tasks" => match &app.tracker {
-            Some(tracker) => json(debug::tasks_json(tracker)),
+            Some(tracker) => {
+                let Ok(reply) = TasksService::new(tracker.clone())
+                    .oneshot(Request::new(()))
+                    .await;
+                reply.map(|body| {
+                    Full::new(Bytes::from(body))
+                        .map_err(|never| match never {})
+                        .boxed_unsync()
+                })
+            }
             None => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "task tracking is off (--tracking off)\n",

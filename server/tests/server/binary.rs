@@ -99,6 +99,14 @@ fn sigterm_after_clean_traffic_exits_0() {
 }
 
 #[test]
+fn sigterm_right_after_the_listening_line_is_a_verified_shutdown() {
+    // The handlers are installed before the line is printed: a signal sent at once must not
+    // meet the default action (killed, no exit code).
+    let (code, stderr) = terminate(launch(&[]));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn sigterm_with_a_leak_exits_3_with_the_report() {
     let report = std::env::temp_dir().join(format!(
         "leakcheck-server-report-{}.json",
