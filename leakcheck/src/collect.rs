@@ -224,6 +224,28 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Live tasks per spawn site, most first (ties by site): a registry walk
+/// without symbolization, cheap enough for every metrics scrape.
+pub(crate) fn live_by_site(tracker: &Tracker) -> Vec<(SourceLocation, usize)> {
+    let mut counts: FxHashMap<&'static Location<'static>, usize> = FxHashMap::default();
+    tracker.inner.registry.for_each(|_, record, _| {
+        *counts.entry(record.site).or_default() += 1;
+    });
+    let mut sites: Vec<(SourceLocation, usize)> = counts
+        .into_iter()
+        .map(|(site, count)| {
+            let site = SourceLocation {
+                file: crate::paths::relative(site.file()),
+                line: site.line(),
+                column: site.column(),
+            };
+            (site, count)
+        })
+        .collect();
+    sites.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sites
+}
+
 pub(crate) fn snapshot(tracker: &Tracker) -> Snapshot {
     let tasks = tasks(tracker, None, None);
     let live = tasks.len();

@@ -171,6 +171,12 @@ impl Tracker {
         crate::collect::snapshot(self)
     }
 
+    /// Live tracked tasks per spawn site, most first: no symbolization, so
+    /// cheap enough for every metrics scrape (a gauge per site).
+    pub fn live_by_site(&self) -> Vec<(crate::SourceLocation, usize)> {
+        crate::collect::live_by_site(self)
+    }
+
     /// Number of live tracked tasks.
     pub fn live(&self) -> usize {
         self.inner.registry.len()

@@ -1,11 +1,13 @@
 //! The loopback-only debug endpoints: live tasks (/debug/tasks), a tokio task dump
 //! (/debug/dump) and when each request ended and its last task ended (/debug/cancellations).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
+
+use crate::metrics::Histogram;
 
 /// Most request ids /debug/cancellations remembers; older ones are forgotten first.
 pub const CANCELLATION_LOG_CAPACITY: usize = 65_536;
@@ -17,9 +19,23 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 /// task ended (leakcheck's `on_label_drained`): a request is gone at the later of its entries.
 /// Each entry says which of the two it is, so a slow cancellation can be told apart: hyper
 /// late to drop the request, or the request's tasks late to stop after it was dropped.
+///
+/// It also times cancel propagation: for a request whose last task ends after the request did,
+/// the delay between the two goes to [`CancellationLog::propagation`] (/metrics'
+/// `leakcheck_server_cancel_propagation_seconds`).
 #[derive(Debug, Default)]
 pub struct CancellationLog {
-    drained: Mutex<VecDeque<Drained>>,
+    state: Mutex<LogState>,
+    /// Request end to its last task's end, for requests whose tasks outlived them.
+    pub propagation: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    drained: VecDeque<Drained>,
+    /// When each request in `drained` ended, until its tasks drain or its entry leaves the ring
+    /// (a request that spawned no task never drains).
+    ended_ns: HashMap<String, u64>,
 }
 
 /// What a [`CancellationLog`] entry records the end of.
@@ -63,11 +79,28 @@ impl CancellationLog {
     /// Records that `request_id` reached `stage` now.
     pub fn record(&self, request_id: &str, stage: Stage) {
         let drained_at_monotonic_ns = monotonic_now_ns();
-        let mut drained = self.drained.lock();
-        if drained.len() == CANCELLATION_LOG_CAPACITY {
-            drained.pop_front();
+        let mut state = self.state.lock();
+        match stage {
+            Stage::RequestEnded => {
+                state
+                    .ended_ns
+                    .insert(request_id.to_owned(), drained_at_monotonic_ns);
+            }
+            Stage::TasksDrained => {
+                if let Some(ended) = state.ended_ns.remove(request_id) {
+                    let delay = drained_at_monotonic_ns.saturating_sub(ended);
+                    self.propagation.observe(Duration::from_nanos(delay));
+                }
+            }
         }
-        drained.push_back(Drained {
+        if state.drained.len() == CANCELLATION_LOG_CAPACITY {
+            if let Some(oldest) = state.drained.pop_front() {
+                if oldest.stage == Stage::RequestEnded {
+                    state.ended_ns.remove(&oldest.request_id);
+                }
+            }
+        }
+        state.drained.push_back(Drained {
             request_id: request_id.into(),
             stage,
             drained_at_monotonic_ns,
@@ -77,9 +110,11 @@ impl CancellationLog {
     /// `{"drained": [{"request_id": ..., "stage": "request_ended" | "tasks_drained",
     /// "drained_at_monotonic_ns": ...}, ...]}`, oldest first.
     pub fn to_json(&self) -> String {
-        let drained = self.drained.lock();
-        serde_json::to_string(&CancellationsDocument { drained: &drained })
-            .unwrap_or_else(|_| String::from("{\"drained\":[]}"))
+        let state = self.state.lock();
+        serde_json::to_string(&CancellationsDocument {
+            drained: &state.drained,
+        })
+        .unwrap_or_else(|_| String::from("{\"drained\":[]}"))
     }
 }
 
@@ -147,5 +182,26 @@ mod tests {
             .as_u64()
             .unwrap();
         assert!(first > 0 && last >= first && last <= monotonic_now_ns());
+        assert_eq!(
+            log.state.lock().ended_ns.len(),
+            CANCELLATION_LOG_CAPACITY,
+            "request ends that never drain leave with their ring entry"
+        );
+    }
+
+    #[test]
+    fn propagation_is_timed_only_when_the_tasks_outlive_the_request() {
+        let log = CancellationLog::default();
+        log.record("cancelled", Stage::RequestEnded);
+        log.record("cancelled", Stage::TasksDrained);
+        log.record("drained-first", Stage::TasksDrained);
+        log.record("drained-first", Stage::RequestEnded);
+        log.record("no-tasks", Stage::RequestEnded);
+        assert_eq!(log.propagation.count(), 1);
+        assert_eq!(
+            log.state.lock().ended_ns.len(),
+            2,
+            "awaiting a drain that may come"
+        );
     }
 }

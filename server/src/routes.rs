@@ -639,12 +639,14 @@ async fn panic_route(app: &App, query: &Query) -> Result<Response<ResponseBody>,
 }
 
 fn metrics(app: &App) -> Response<ResponseBody> {
-    let live = app.tracker.as_ref().map(leakcheck::Tracker::live);
     let idle = app.upstream.idle_connections();
+    let text = app
+        .metrics
+        .render(app.tracker.as_ref(), idle, &app.cancellations.propagation);
     with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        Bytes::from(app.metrics.render(live, idle)),
+        Bytes::from(text),
     )
 }
 

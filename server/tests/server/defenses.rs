@@ -221,6 +221,14 @@ async fn a_client_abort_mid_stream_ends_the_requests_tasks() {
         let entry = format!("\"request_id\":\"aborted\",\"stage\":\"{stage}\"");
         assert!(drained.contains(&entry), "{entry} in {drained}");
     }
+    // The tasks ended after the request did: the delay is in the propagation histogram.
+    let metrics = get(&server, "/metrics").await.body;
+    let observed: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("leakcheck_server_cancel_propagation_seconds_count "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no propagation count in {metrics}"));
+    assert!(observed >= 1, "{metrics}");
     back_to_baseline(&server, baseline).await;
     assert!(stop(server).await.leaks.is_none());
 }

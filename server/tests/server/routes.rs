@@ -183,9 +183,11 @@ async fn debug_and_metrics_endpoints() {
     assert_eq!(metrics.status, StatusCode::OK);
     for name in [
         "leakcheck_live_tasks",
-        "tokio_workers",
-        "tokio_route_polls_total{route=\"debug\"}",
+        "leakcheck_server_runtime_workers",
+        "leakcheck_server_route_polls_total{route=\"debug\"}",
         "leakcheck_server_connections_open",
+        "leakcheck_live_tasks_by_site{site=\"server/src/",
+        "leakcheck_server_cancel_propagation_seconds_bucket{le=\"+Inf\"}",
     ] {
         assert!(
             metrics.body.contains(name),
