@@ -35,7 +35,7 @@ fn live_tasks_are_counted_per_spawn_site_most_first() {
             .iter()
             .map(|g| (g.site.line, g.count))
             .collect();
-        grouped.sort_by(|a, b| b.1.cmp(&a.1));
+        grouped.sort_by_key(|g| std::cmp::Reverse(g.1));
         assert_eq!(grouped, counts, "the snapshot groups the same counts");
         stop.send(()).unwrap();
         one.await.unwrap();
