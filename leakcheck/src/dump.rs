@@ -14,7 +14,7 @@ const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most live tasks a runtime may have for a task dump to be taken. tokio
 /// traces every task of the runtime, not only the leaked ones: measured with
 /// `scripts/dump-scale.sh` (BENCHMARKS.md), ~0.05–0.1 ms per task in a debug
-/// build, so 10,000 tasks take ~0.5–1.1 s, within [`DUMP_TIMEOUT`].
+/// build, so 10,000 tasks take ~0.5–1.1 s, within the 2 s dump timeout.
 pub const MAX_DUMPED_TASKS: usize = 10_000;
 
 /// Most live tasks a multi-thread runtime may have for a task dump to be

@@ -59,11 +59,11 @@
 //!   it (Linux x86, x86_64, aarch64 and s390x, built with
 //!   `--cfg tokio_unstable`) and does nothing elsewhere, so a default build
 //!   never fails.
-//! - `task-names` (off by default): [`TaskNames`], a `tracing-subscriber`
+//! - `task-names` (off by default): `TaskNames`, a `tracing-subscriber`
 //!   layer that gives reports the names tasks were spawned with
 //!   (`tokio::task::Builder::name`): tokio's hooks do not pass names, its
 //!   `tracing` spans do.
-//! - `tower` (off by default): [`service`], a tower layer that labels every
+//! - `tower` (off by default): `leakcheck::service`, a tower layer that labels every
 //!   task spawned under a request with the request's id, and a service that
 //!   serves the live tasks as JSON, for hyper/axum services.
 //!

@@ -2,7 +2,7 @@
 //! reference server has (feature `tower`; the server uses both):
 //!
 //! - [`RequestLabelLayer`] runs each request's handler inside
-//!   [`labeled`](crate::labeled) with the request's id, taken from a header
+//!   [`labeled`] with the request's id, taken from a header
 //!   (`x-request-id` by default, as tower-http's `SetRequestIdLayer` sets it),
 //!   so every task spawned while handling it — and every task those spawn —
 //!   carries the id in reports and snapshots: a leaked task names the request

@@ -431,7 +431,7 @@ fn start_lease_keeper(app: &App, scope: &mut RequestScope) {
     }
 }
 
-/// Rounds of [`crunch`] between two yields to the scheduler.
+/// Rounds of `crunch` between two yields to the scheduler.
 pub const CRUNCH_ROUNDS_PER_YIELD: u64 = 1024;
 
 /// A CPU-bound step so /work is real work, not only scheduling. It yields every

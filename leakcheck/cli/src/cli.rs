@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Doc comments here are clap's help text, written for a terminal, not rustdoc markup.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Group every leaked task of the reports by spawn site, worst first.

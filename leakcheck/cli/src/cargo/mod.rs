@@ -3,7 +3,7 @@
 //!
 //! - `adopt` ([`adopt`]): the codemod to `#[leakcheck::test]` plus the
 //!   dev-dependency;
-//! - `test`, `nextest` ([`run`]): the suite with leakcheck's flags added to
+//! - `test`, `nextest` ([`run`](mod@run)): the suite with leakcheck's flags added to
 //!   the user's ([`rustflags`]), in its own target directory, then the leak
 //!   summary and HTML page;
 //! - `baseline` ([`baseline`]): the same run, recording what leaked.
@@ -51,7 +51,9 @@ pub struct CargoLeakcheck {
     pub command: CargoCommand,
 }
 
-/// The subcommands of `cargo leakcheck`.
+/// The subcommands of `cargo leakcheck`. Their doc comments are clap's help text, written for a
+/// terminal, not rustdoc markup.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 #[derive(Debug, Subcommand)]
 pub enum CargoCommand {
     /// Rewrite every #[tokio::test] of the workspace's targets to

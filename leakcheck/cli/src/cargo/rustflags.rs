@@ -7,7 +7,7 @@
 //! `target.<triple>.rustflags` / `target.<cfg>.rustflags` joined, then
 //! `build.rustflags` (rustdoc: the same with `RUSTDOCFLAGS` and
 //! `rustdocflags`). Setting `RUSTFLAGS` as the README's manual recipe does
-//! would silently drop a user's config flags, so [`additions`] extends
+//! would silently drop a user's config flags, so [`addition`] extends
 //! whichever source is in effect:
 //! - an environment variable is extended in place (flags appended);
 //! - a config key gets a `--config <key>=[…]` argument, which cargo merges
