@@ -147,6 +147,7 @@ async fn campaign(args: Args) -> ExitCode {
         }
     }
 
+    scenarios::judge_campaign(&mut runs);
     let duration_ms = started.elapsed().as_millis() as u64;
     println!("\n{}", report::scoreboard(&runs));
     let details = report::failure_details(&runs);

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::measure::{Scheme, Timeline};
-use crate::scenarios::{Detection, RunResult};
+use crate::scenarios::{Detection, Mode, RunResult};
 
 /// The summary file's format version.
 pub const SUMMARY_SCHEMA_VERSION: u32 = 2;
@@ -20,8 +20,8 @@ struct Summary<'a> {
     passed: bool,
     duration_ms: u64,
     /// Each run carries the required fields (`name`, `mode`, `passed`, `requests`,
-    /// `leaked_tasks`, `fd_delta`, `probe`, `cancel_p99_ms`, `peak_in_flight`, `detected_site`)
-    /// and the rest.
+    /// `leaked_tasks`, `fd_delta`, `probe`, `cancel_p99_ms`, `peak_in_flight`, `detected_site`,
+    /// `stuck_at` with `stuck_at_reason`) and the rest.
     scenarios: &'a [RunResult],
 }
 
@@ -89,7 +89,8 @@ pub fn failure_details(runs: &[RunResult]) -> String {
     out
 }
 
-/// The detected site and which view of the tracker named it, or `-`.
+/// The detected site and which view of the tracker named it, or `-`; then where the stranded
+/// tasks are stuck (leaky runs say so when that is unknown).
 fn detected(run: &RunResult) -> String {
     let named = match (&run.detected_site, run.detected_by) {
         (Some(site), Some(Detection::ShutdownVerification)) => format!("{site} (shutdown report)"),
@@ -98,8 +99,34 @@ fn detected(run: &RunResult) -> String {
         (None, _) => "-".into(),
     };
     match &run.stuck_at {
-        Some(stuck) => format!("{named}, stuck at {stuck}"),
+        Some(stuck) => format!(
+            "{named}, {} of {} stuck at {}",
+            stuck.tasks,
+            stuck.of,
+            stuck.frame()
+        ),
+        None if run.mode == Mode::Leaky => format!(
+            "{named}, stuck at: unknown ({})",
+            run.stuck_at_reason.as_deref().unwrap_or("no reason given")
+        ),
         None => named,
+    }
+}
+
+/// Where the stranded tasks are stuck, in a phrase: `N of M tasks … in function at file:line
+/// (task dump)`, or why that is unknown.
+fn stuck_at(run: &RunResult) -> String {
+    match &run.stuck_at {
+        Some(stuck) => format!(
+            "{} of {} tasks above the baseline: {} (task dump after quiescence)",
+            stuck.tasks,
+            stuck.of,
+            stuck.frame()
+        ),
+        None => format!(
+            "unknown: {}",
+            run.stuck_at_reason.as_deref().unwrap_or("no reason given")
+        ),
     }
 }
 
@@ -250,7 +277,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
              live tasks {} → peak {} → {}; open fds {} → peak {} → {}; requests in flight at most {}; \
              probes (from intended send time) http p50/p99/p99.9/max {}, https {}, bare-responder floor {}; \
              cancel p50/p99 {}/{} (net of CPU starvation p99 {}; request dropped p50/p99 {}/{}; {} of {} aborts matched); \
-             quiesced {}; exit code {}; \
+             quiesced {}; stuck at {}; exit code {}; \
              run {:.1} s.{}</p>",
             run.seed,
             run.bug,
@@ -273,6 +300,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             run.cancels_sent,
             run.quiesced_after_ms
                 .map_or_else(|| "never".into(), |ms| format!("after {ms} ms")),
+            escape(&stuck_at(run)),
             run.exit_code
                 .map_or_else(|| "none".into(), |code| code.to_string()),
             run.duration_ms as f64 / 1000.0,
@@ -556,16 +584,43 @@ mod tests {
         caught.stranded_tasks = 1000;
         caught.detected_site = Some("server/src/listener.rs:118:29".into());
         caught.detected_by = Some(Detection::LiveSnapshot);
+        caught.stuck_at = Some(crate::server::StuckAt {
+            at: "server/src/listener.rs:171".into(),
+            function: "leakcheck_server::listener::serve_connection::{{closure}}".into(),
+            tasks: 97,
+            of: 100,
+            source: crate::server::StuckSource::TaskDump,
+        });
         let failed = RunResult::harness_failure(Scenario::Panic, Mode::Fixed, 2, &error);
-        let board = scoreboard(&[caught, failed]);
+        let mut unknown = RunResult::harness_failure(Scenario::DnsHang, Mode::Leaky, 3, &error);
+        unknown.stuck_at_reason = Some("/debug/dump refused: 300 live tasks".into());
+        let board = scoreboard(&[caught.clone(), failed.clone(), unknown]);
         let lines: Vec<&str> = board.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert!(lines[0].contains("stranded"));
         assert!(lines[1].starts_with("tls-stall"));
         assert!(lines[1].contains("PASS"));
-        assert!(lines[1].ends_with("server/src/listener.rs:118:29 (live snapshot)"));
+        assert!(lines[1].ends_with(
+            "server/src/listener.rs:118:29 (live snapshot), 97 of 100 stuck at \
+             leakcheck_server::listener::serve_connection::{{closure}} at server/src/listener.rs:171"
+        ));
         assert!(lines[2].contains("FAIL"));
+        assert!(
+            lines[2].ends_with(" -"),
+            "a fixed run says nothing of an unknown stuck_at"
+        );
+        assert!(
+            lines[3].ends_with("-, stuck at: unknown (/debug/dump refused: 300 live tasks)"),
+            "{}",
+            lines[3]
+        );
         assert!(failure_details(&[]).is_empty());
+        let page = html(1, &[caught, failed]);
+        assert!(page.contains(
+            "stuck at 97 of 100 tasks above the baseline: \
+             leakcheck_server::listener::serve_connection::{{closure}} at server/src/listener.rs:171 (task dump after quiescence)"
+        ));
+        assert!(page.contains("stuck at unknown: not measured"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Every chaos scenario, fixed and leaky, at smoke scale against the real server binary:
-//! the fixed server must leak nothing, and each seeded bug must be caught at a server site.
+//! the fixed server must leak nothing, and each seeded bug must be caught at a server site,
+//! with its stranded tasks stuck where the scenario expects.
 //!
 //! Latency is measured but not judged here (debug builds, tests side by side); the campaign
 //! (`cargo run --release -p chaos`) judges it. Seeds are fixed so a failure replays with
@@ -40,6 +41,18 @@ async fn check(scenario: Scenario, mode: Mode) {
     if mode == Mode::Leaky {
         let site = run.detected_site.as_deref().unwrap_or_default();
         assert!(site.starts_with("server/src/"), "named site {site}");
+        let stuck = run.stuck_at.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{scenario}: no stuck_at: {}",
+                run.stuck_at_reason.as_deref().unwrap_or_default()
+            )
+        });
+        assert!(
+            stuck.frame().contains(scenario.expected_stuck_at()) && stuck.tasks > 0,
+            "{scenario}: stuck at {}, expected `{}`",
+            stuck.frame(),
+            scenario.expected_stuck_at()
+        );
     } else {
         assert_eq!(run.leaked_tasks, 0);
     }

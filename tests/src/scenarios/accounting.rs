@@ -370,7 +370,6 @@ mod tests {
                 .iter()
                 .map(|label| TaskEntry {
                     label: label.map(str::to_owned),
-                    parked_at: None,
                 })
                 .collect(),
         }

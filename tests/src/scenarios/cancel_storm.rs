@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{CANCEL_STORM_CLIENTS, CLIENT_DEADLINE, StormContext, open_loop, request_id_prefix};
+use super::{
+    CANCEL_STORM_CLIENTS, CLIENT_DEADLINE, LEAKY_STRANDED_MAX, StormContext, open_loop,
+    request_id_prefix,
+};
 use crate::calibration::{self, CancelStormFigures};
 use crate::cpu;
 use crate::error::Result;
@@ -40,9 +43,12 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 const CONNECTS_PER_SECOND: usize = 2_500;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let clients = ctx
-        .scale
-        .pick(CANCEL_STORM_CLIENTS.0, CANCEL_STORM_CLIENTS.1);
+    // Leaky: every client leaves its detached lease keeper.
+    let clients = ctx.clients(
+        CANCEL_STORM_CLIENTS.0,
+        CANCEL_STORM_CLIENTS.1,
+        LEAKY_STRANDED_MAX,
+    );
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let plan: Vec<(&'static str, AbortStyle)> = (0..clients)
         .map(|_| {

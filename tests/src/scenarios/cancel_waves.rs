@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{CLIENT_DEADLINE, StormContext, request_id_prefix};
+use super::{CLIENT_DEADLINE, LEAKY_STRANDED_MAX, StormContext, request_id_prefix};
 use crate::error::Result;
 use crate::faults::clients::{AbortStyle, abort};
 use crate::faults::proxy::{Toxic, ToxicSpec};
@@ -37,7 +37,8 @@ struct Client {
 }
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let (clients, wave) = ctx.scale.pick((5_000, 250), (120, 40));
+    // Leaky: each /stream client (about half) leaves its detached lease keeper.
+    let (clients, wave) = ctx.clients((5_000, 250), (120, 40), (LEAKY_STRANDED_MAX * 3 / 2, 50));
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let prefix = request_id_prefix(ctx.seed);
     let plan: Vec<Client> = (0..clients)

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{StormContext, get_or_park, open_loop, request_id_prefix};
+use super::{LEAKY_STRANDED_MAX, StormContext, get_or_park, open_loop, request_id_prefix};
 use crate::error::Result;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let requests = ctx.scale.pick(500, 40);
+    // Leaky: every request pins its connection task, and the hung lookups add a few more.
+    let requests = ctx.clients(500, 40, LEAKY_STRANDED_MAX * 9 / 10);
     ctx.env.dns.blackhole();
     let queries_before = ctx.env.dns.queries();
     let prefix = request_id_prefix(ctx.seed);

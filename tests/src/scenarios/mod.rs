@@ -26,7 +26,7 @@ use serde::Serialize;
 pub use environment::Environment;
 pub use run::{Progress, StormContext, run};
 use run::{get_or_park, open_loop, request_id_prefix};
-pub use verdict::{BeforePeakAfter, Detection, RunResult};
+pub use verdict::{BeforePeakAfter, Detection, RunResult, judge_campaign};
 
 /// TLS handshake deadline given to the server.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -83,6 +83,13 @@ pub const CANCEL_CPU_PER_REQUEST_LIMIT_US: f64 = 60.0;
 pub const CANCEL_STORM_CLIENTS: (usize, usize) = (5_000, 100);
 /// Fixed cancel-storm: share of aborted requests whose drain the server must have reported.
 pub const CANCEL_MATCH_MIN: f64 = 0.9;
+/// Most tasks a leaky campaign storm may strand. Where they are stuck comes from the
+/// server's task dump after quiescence, which it takes only with at most
+/// `leakcheck::MAX_DUMPED_TASKS_MULTI_THREAD` (128) live tasks — above that tokio's dump can
+/// wedge the runtime, so the limit stays — and the baseline's tasks and the dump's own
+/// connection need room too: each leaky storm that strands tasks per client sizes itself from
+/// this ([`run::StormContext::clients`]).
+pub const LEAKY_STRANDED_MAX: usize = 100;
 
 /// One scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -182,6 +189,36 @@ impl Scenario {
                 "closed by the server",
             ],
             Scenario::Panic => &["/panic 500", "/panic?child=1 500", "/work 200"],
+        }
+    }
+
+    /// Where its leaky twin's stranded tasks must be stuck: a substring of the most common
+    /// stuck frame of the task dump (`function at file:line`, see
+    /// [`crate::server::TaskDump::stuck_at`]).
+    pub fn expected_stuck_at(self) -> &'static str {
+        match self {
+            // The detached lease keeper's renewal loop.
+            Scenario::CancelStorm | Scenario::CancelWaves => {
+                "routes::keep_lease at server/src/routes.rs"
+            }
+            // The TLS handshake: serve_connection's TLS branch (plain HTTP goes on into
+            // serve_http before it waits).
+            Scenario::TlsStall => {
+                "listener::serve_connection::{{closure}} at server/src/listener.rs"
+            }
+            Scenario::DnsHang => "upstream::Upstream::resolve at server/src/upstream.rs",
+            // The exchange with the stalled upstream, holding its pool slot: the bug removes
+            // the upstream's deadlines, so a request never waits on the pool itself past the
+            // acquire deadline (the others get their 503).
+            Scenario::PoolExhaustion => "upstream::exchange",
+            // The header read: hyper's connection with no request handler yet.
+            Scenario::Slowloris => "listener::serve_http at server/src/listener.rs",
+            // The write to a client that stopped reading, in the write deadline's wrapper.
+            Scenario::SlowReader => {
+                "io::WriteDeadline<T> as tokio::io::async_write::AsyncWrite> at server/src/io.rs"
+            }
+            // The request waiting on the child that panicked.
+            Scenario::Panic => "routes::panic_route at server/src/routes.rs",
         }
     }
 

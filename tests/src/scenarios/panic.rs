@@ -7,11 +7,12 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{StormContext, get_or_park, open_loop, request_id_prefix};
+use super::{LEAKY_STRANDED_MAX, StormContext, get_or_park, open_loop, request_id_prefix};
 use crate::error::Result;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let requests = ctx.scale.pick(600, 40);
+    // Leaky: each /panic?child=1 (half of them) pins its connection task and its lease keeper.
+    let requests = ctx.clients(600, 40, LEAKY_STRANDED_MAX * 4 / 5);
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let paths: Vec<&'static str> = (0..requests)
         .map(|_| match rng.random_range(0..4) {

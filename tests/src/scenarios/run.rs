@@ -18,7 +18,7 @@ use crate::calibration::CancelStormFigures;
 use crate::error::{Error, Result};
 use crate::history::{History, Outcome};
 use crate::measure::{self, Latencies, PROBE_DEADLINE, Sampler};
-use crate::server::{Endpoints, ServerProcess, ServerTls};
+use crate::server::{Endpoints, ServerProcess, ServerTls, StuckAt, TaskDump};
 
 /// What a storm gets to work with.
 #[derive(Debug)]
@@ -28,9 +28,23 @@ pub struct StormContext<'a> {
     pub(super) history: Arc<History>,
     pub(super) seed: u64,
     pub(super) scale: Scale,
+    pub(super) mode: Mode,
     pub(super) progress: &'a Progress,
     /// What the cancel storm measured beside the latencies (cancel-storm only).
     pub(super) cancel_storm: parking_lot::Mutex<Option<CancelStormFigures>>,
+}
+
+impl StormContext<'_> {
+    /// How many clients a storm starts: `campaign` or `smoke` by scale, except that a leaky
+    /// campaign run starts `leaky_campaign`, sized by the storm so that the tasks its bug
+    /// strands stay under [`super::LEAKY_STRANDED_MAX`] and the server's task dump after
+    /// quiescence can say where they are stuck (smoke sizes are under it already).
+    pub(super) fn clients<T>(&self, campaign: T, smoke: T, leaky_campaign: T) -> T {
+        match (self.scale, self.mode) {
+            (Scale::Campaign, Mode::Leaky) => leaky_campaign,
+            (scale, _) => scale.pick(campaign, smoke),
+        }
+    }
 }
 
 /// Progress lines on stderr while a run goes on.
@@ -96,20 +110,22 @@ pub async fn run(
     ));
     let server = ServerProcess::start(binary, &args, &leak_report).await?;
     let stderr = server.stderr_log();
-    let driven = drive(plan, origin, server, env, tls, progress).await;
+    let driven = drive(plan, origin, server, env, tls, out_dir, progress).await;
     if driven.is_err() {
         progress.say(&format!("server stderr (tail):\n{}", stderr.tail(20)));
     }
     driven
 }
 
-/// Everything after the server started: baseline, storm, heal, quiesce, shutdown, verdict.
+/// Everything after the server started: baseline, storm, heal, quiesce, task dump, shutdown,
+/// verdict.
 async fn drive(
     plan: RunPlan,
     origin: Instant,
     server: ServerProcess,
     env: Environment,
     tls: ServerTls,
+    out_dir: &Path,
     progress: &Progress,
 ) -> Result<RunResult> {
     let RunPlan {
@@ -129,6 +145,7 @@ async fn drive(
         nameserver: env.dns.addr(),
     };
     let census_before = settled_census(&endpoints, &peers).await;
+    let dump_before = take_dump(&endpoints, &plan, out_dir, "baseline").await;
     progress.say(&format!(
         "baseline: {} live tasks, {} open fds",
         show(live_before),
@@ -143,6 +160,7 @@ async fn drive(
         history: Arc::clone(&history),
         seed,
         scale,
+        mode,
         progress,
         cancel_storm: parking_lot::Mutex::new(None),
     };
@@ -194,6 +212,11 @@ async fn drive(
             scale.quiesce_bound()
         ),
     });
+    // After quiescence and before shutdown: what is left above the baseline is what stranded.
+    let dump_after = {
+        let _quiet = sampler.quiet().await;
+        take_dump(&endpoints, &plan, out_dir, "after").await
+    };
     let final_probe_ok = endpoints.probe(PROBE_DEADLINE).await.is_ok();
     let (live_after, fds_after) = measure::steady_reading(&endpoints, 5).await;
     let top_unaccounted = accounting.top_unaccounted().cloned();
@@ -302,6 +325,22 @@ async fn drive(
         }
     ));
 
+    let (stuck_at, stuck_at_reason) = match stuck_at(dump_before, dump_after) {
+        Ok(stuck) => {
+            progress.say(&format!(
+                "task dump: {} of {} tasks above the baseline stuck at {}",
+                stuck.tasks,
+                stuck.of,
+                stuck.frame()
+            ));
+            (Some(stuck), None)
+        }
+        Err(reason) => {
+            progress.say(&format!("stuck at: unknown, {reason}"));
+            (None, Some(reason))
+        }
+    };
+
     let mut result = RunResult {
         name: scenario.name(),
         mode,
@@ -328,10 +367,8 @@ async fn drive(
         unaccounted_fds: accounting.unaccounted_fds(),
         accounting,
         detected_site,
-        stuck_at: shutdown
-            .leak_report
-            .as_ref()
-            .and_then(crate::server::LeakReport::stuck_at),
+        stuck_at,
+        stuck_at_reason,
         detected_by,
         live_tasks: BeforePeakAfter {
             before: live_before,
@@ -469,6 +506,46 @@ const QUIESCE_POLL: Duration = Duration::from_millis(250);
 /// Every request id a run sends starts with this (so leaked tasks can be traced to the run).
 pub(super) fn request_id_prefix(seed: u64) -> String {
     format!("chaos-{seed:016x}-")
+}
+
+/// `/debug/dump` parsed, its text kept as `<scenario>-<mode>.<moment>.dump.txt` in `out_dir`
+/// for triage; or why there is none.
+async fn take_dump(
+    endpoints: &Endpoints,
+    plan: &RunPlan,
+    out_dir: &Path,
+    moment: &str,
+) -> std::result::Result<TaskDump, String> {
+    let text = match endpoints.task_dump().await {
+        Ok(Ok(text)) => text,
+        Ok(Err(refusal)) => return Err(format!("/debug/dump refused: {refusal}")),
+        Err(error) => return Err(error.to_string()),
+    };
+    let file = out_dir.join(format!(
+        "{}-{}.{moment}.dump.txt",
+        plan.scenario.name(),
+        plan.mode.name()
+    ));
+    // Only a triage aid: a dump that cannot be saved is still parsed.
+    let _ = std::fs::write(file, &text);
+    Ok(TaskDump::parse(&text, &crate::server::workspace_root()))
+}
+
+/// Where the stranded tasks are stuck: the dump after quiescence less the baseline's; or
+/// why that cannot be said.
+fn stuck_at(
+    before: std::result::Result<TaskDump, String>,
+    after: std::result::Result<TaskDump, String>,
+) -> std::result::Result<StuckAt, String> {
+    let before = before.map_err(|reason| format!("no baseline dump: {reason}"))?;
+    let after = after?;
+    after.stuck_at(Some(&before)).ok_or_else(|| {
+        format!(
+            "no task above the baseline in the dump after quiescence ({} tasks, {} at the baseline)",
+            after.tasks.len(),
+            before.tasks.len()
+        )
+    })
 }
 
 fn show(value: Option<u64>) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{StormContext, open_loop, request_id_prefix};
+use super::{LEAKY_STRANDED_MAX, StormContext, open_loop, request_id_prefix};
 use crate::error::Result;
 use crate::faults::clients::{Held, slow_reader};
 use crate::history::Outcome;
@@ -24,7 +24,8 @@ const READ_SIZE: usize = 64;
 const READ_INTERVAL: Duration = Duration::from_millis(200);
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let clients = ctx.scale.pick(100, 20);
+    // Leaky: every client pins its connection task, the stream's producer and its lease keeper.
+    let clients = ctx.clients(100, 20, LEAKY_STRANDED_MAX / 3);
     let reading = Duration::from_millis(600);
     let addr = ctx.endpoints.http;
     let prefix = request_id_prefix(ctx.seed);

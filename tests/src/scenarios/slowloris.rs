@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::{CLIENT_DEADLINE, HEADER_TIMEOUT, StormContext, open_loop};
+use super::{CLIENT_DEADLINE, HEADER_TIMEOUT, LEAKY_STRANDED_MAX, StormContext, open_loop};
 use crate::error::Result;
 use crate::faults::clients::{self, Held};
 use crate::history::{History, Outcome};
@@ -23,7 +23,8 @@ enum Attack {
 }
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let clients = ctx.scale.pick(1_000, 60);
+    // Leaky: every client but the half-closing ones pins one connection task.
+    let clients = ctx.clients(1_000, 60, LEAKY_STRANDED_MAX);
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let attacks: Vec<Attack> = (0..clients)
         .map(|_| match rng.random_range(0..10) {

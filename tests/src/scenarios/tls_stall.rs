@@ -8,14 +8,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::{HANDSHAKE_TIMEOUT, StormContext, open_loop};
+use super::{HANDSHAKE_TIMEOUT, LEAKY_STRANDED_MAX, StormContext, open_loop};
 use crate::error::Result;
 use crate::faults::clients::Held;
 use crate::faults::tls::{TlsStall, stall_handshake};
 use crate::history::Outcome;
 
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
-    let clients = ctx.scale.pick(1_000, 60);
+    // Leaky: every client pins one connection task.
+    let clients = ctx.clients(1_000, 60, LEAKY_STRANDED_MAX);
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let styles: Vec<TlsStall> = (0..clients)
         .map(|_| match rng.random_range(0..3) {

@@ -12,7 +12,7 @@ use crate::calibration::CancelStormFigures;
 use crate::error::Error;
 use crate::history::Counts;
 use crate::measure::{ProbeStats, ProbeSummary, Timeline};
-use crate::server::LEAK_EXIT_CODE;
+use crate::server::{LEAK_EXIT_CODE, StuckAt};
 
 /// Everything measured in one run, and the verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -49,9 +49,13 @@ pub struct RunResult {
     /// The spawn site of the leak: the shutdown report's top site, or else the unaccounted
     /// task group to name (see [`Accounting::top_unaccounted`]).
     pub detected_site: Option<String>,
-    /// Where most leaked tasks are parked (`file:line`, the innermost server frame of the
-    /// shutdown report's task dump); `None` without a report or a dump.
-    pub stuck_at: Option<String>,
+    /// Where most stranded or leaked tasks are parked: the most common stuck frame of the
+    /// server's task dump after quiescence, above its dump at the baseline
+    /// ([`crate::server::TaskDump::stuck_at`]); `None` when no dump could be taken or it has
+    /// no task above the baseline, and then `stuck_at_reason` says why.
+    pub stuck_at: Option<StuckAt>,
+    /// Why `stuck_at` is `None`.
+    pub stuck_at_reason: Option<String>,
     /// Which leakcheck view named `detected_site`.
     pub detected_by: Option<Detection>,
     /// Live tasks at the baseline, at the peak, after quiescence.
@@ -158,6 +162,7 @@ impl RunResult {
             accounting: Accounting::default(),
             detected_site: None,
             stuck_at: None,
+            stuck_at_reason: Some("not measured".into()),
             detected_by: None,
             live_tasks: BeforePeakAfter::default(),
             open_fds: BeforePeakAfter::default(),
@@ -307,9 +312,52 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                 Some(site) => failures.push(format!("named site {site} is not in server code")),
                 None => failures.push("no spawn site named".into()),
             }
+            let expected = scenario.expected_stuck_at();
+            match &run.stuck_at {
+                Some(stuck) if stuck.frame().contains(expected) => {}
+                Some(stuck) => failures.push(format!(
+                    "{} of {} stranded tasks stuck at {}, expected a frame matching `{expected}`",
+                    stuck.tasks,
+                    stuck.of,
+                    stuck.frame()
+                )),
+                None => failures.push(format!(
+                    "no stuck_at (expected a frame matching `{expected}`): {}",
+                    run.stuck_at_reason.as_deref().unwrap_or("no reason given")
+                )),
+            }
         }
     }
     failures
+}
+
+/// The campaign's verdict across runs: leaky runs of different bugs must be stuck at different
+/// places (two bugs stuck at one `file:line` are not told apart); a run that shares its
+/// stuck_at with another bug's fails. Run after every run's own verdict.
+pub fn judge_campaign(runs: &mut [RunResult]) {
+    let leaky: Vec<(usize, &'static str, String)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, run)| run.mode == Mode::Leaky)
+        .filter_map(|(index, run)| Some((index, run.bug, run.stuck_at.as_ref()?.at.clone())))
+        .collect();
+    for (index, bug, at) in &leaky {
+        let others: Vec<String> = leaky
+            .iter()
+            .filter(|(other, other_bug, other_at)| {
+                other != index && other_bug != bug && other_at == at
+            })
+            .map(|(other, other_bug, _)| format!("{} (--bug {other_bug})", runs[*other].name))
+            .collect();
+        if !others.is_empty() {
+            let run = &mut runs[*index];
+            run.failures.push(format!(
+                "stuck at {at}, like {}: the stuck point does not tell the bugs apart",
+                others.join(", ")
+            ));
+            run.passed = false;
+        }
+    }
 }
 
 /// The cancel p99 against the target, or where the storm measured one (cancel-storm),
@@ -385,12 +433,100 @@ mod tests {
         run.detected_site = Some("server/src/tls.rs:10:5".into());
         run.detected_by = Some(Detection::ShutdownVerification);
         run.exit_code = Some(LEAK_EXIT_CODE);
+        run.stuck_at = Some(stuck(
+            "leakcheck_server::listener::serve_connection::{{closure}}",
+            "server/src/listener.rs:171",
+        ));
         assert!(judge(Scenario::TlsStall, Scale::Campaign, &run).is_empty());
         run.detected_site = Some("leakcheck/src/registry.rs:1:1".into());
         assert_eq!(judge(Scenario::TlsStall, Scale::Campaign, &run).len(), 1);
         run.detected_site = None;
         run.detected_by = None;
         assert_eq!(judge(Scenario::TlsStall, Scale::Campaign, &run).len(), 2);
+    }
+
+    fn stuck(function: &str, at: &str) -> StuckAt {
+        StuckAt {
+            at: at.into(),
+            function: function.into(),
+            tasks: 9,
+            of: 10,
+            source: crate::server::StuckSource::TaskDump,
+        }
+    }
+
+    fn leaky_run(scenario: Scenario, stuck_at: Option<StuckAt>) -> RunResult {
+        let mut run = RunResult::harness_failure(
+            scenario,
+            Mode::Leaky,
+            1,
+            &Error::ServerStart("unused".into()),
+        );
+        run.failures.clear();
+        run.passed = true;
+        run.detected_site = Some("server/src/listener.rs:119:29".into());
+        run.detected_by = Some(Detection::LiveSnapshot);
+        run.stuck_at = stuck_at;
+        run
+    }
+
+    #[test]
+    fn a_leaky_run_must_be_stuck_where_its_scenario_expects() {
+        let header_read = stuck(
+            "leakcheck_server::listener::serve_http",
+            "server/src/listener.rs:222",
+        );
+        let run = leaky_run(Scenario::Slowloris, Some(header_read.clone()));
+        assert!(judge(Scenario::Slowloris, Scale::Smoke, &run).is_empty());
+        // The same place for the TLS stall: the handshake is not where it waits.
+        let run = leaky_run(Scenario::TlsStall, Some(header_read));
+        let failures = judge(Scenario::TlsStall, Scale::Smoke, &run);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with(
+                "9 of 10 stranded tasks stuck at leakcheck_server::listener::serve_http at \
+                 server/src/listener.rs:222, expected a frame matching `listener::serve_connection"
+            ),
+            "{failures:?}"
+        );
+        let mut run = leaky_run(Scenario::TlsStall, None);
+        run.stuck_at_reason = Some("/debug/dump refused: 300 live tasks".into());
+        let failures = judge(Scenario::TlsStall, Scale::Smoke, &run);
+        assert!(
+            failures[0].starts_with("no stuck_at") && failures[0].ends_with("300 live tasks"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn the_campaign_fails_two_bugs_stuck_at_one_place() {
+        let lease = || {
+            Some(stuck(
+                "leakcheck_server::routes::keep_lease",
+                "server/src/routes.rs:413",
+            ))
+        };
+        let mut runs = vec![
+            leaky_run(Scenario::CancelStorm, lease()),
+            // The same bug as cancel-storm: the same place is right.
+            leaky_run(Scenario::CancelWaves, lease()),
+            leaky_run(Scenario::Panic, lease()),
+            leaky_run(Scenario::DnsHang, None),
+        ];
+        let mut fixed = leaky_run(Scenario::Slowloris, lease());
+        fixed.mode = Mode::Fixed;
+        runs.push(fixed);
+        judge_campaign(&mut runs);
+        let passed: Vec<bool> = runs.iter().map(|run| run.passed).collect();
+        assert_eq!(passed, [false, false, false, true, true]);
+        assert_eq!(
+            runs[2].failures,
+            [
+                "stuck at server/src/routes.rs:413, like cancel-storm (--bug detached-request-task), \
+                 cancel-waves (--bug detached-request-task): the stuck point does not tell the bugs apart"
+            ]
+        );
+        assert_eq!(runs[0].failures.len(), 1, "{:?}", runs[0].failures);
     }
 
     #[test]
@@ -403,6 +539,10 @@ mod tests {
         );
         run.detected_site = Some("server/src/routes.rs:10:5".into());
         run.detected_by = Some(Detection::LiveSnapshot);
+        run.stuck_at = Some(stuck(
+            "leakcheck_server::routes::panic_route",
+            "server/src/routes.rs:622",
+        ));
         let failures = judge(Scenario::Panic, Scale::Smoke, &run);
         assert!(
             failures
@@ -413,7 +553,13 @@ mod tests {
         run.unaccounted_with_our_request_ids = 3;
         assert!(judge(Scenario::Panic, Scale::Smoke, &run).is_empty());
         // A connection leak that carries a request id is mislabeled.
-        assert!(!judge(Scenario::Slowloris, Scale::Smoke, &run).is_empty());
+        let failures = judge(Scenario::Slowloris, Scale::Smoke, &run);
+        assert!(
+            failures
+                .iter()
+                .any(|failure| failure.contains("carry a client's request id")),
+            "{failures:?}"
+        );
     }
 
     #[test]

@@ -54,45 +54,6 @@ pub struct TaskEntry {
     /// The request id it was spawned under, if any.
     #[serde(default)]
     pub label: Option<String>,
-    /// Where it is parked, from tokio's task dump (leak reports only, when a dump was taken).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parked_at: Option<ParkedAt>,
-}
-
-/// Where a task is parked: one trace per awaited leaf future, each innermost frame first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ParkedAt {
-    /// The traces.
-    #[serde(default)]
-    pub traces: Vec<Vec<ParkedFrame>>,
-}
-
-/// One frame of a parked-at trace (only its position is read).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ParkedFrame {
-    /// Source file, workspace-relative.
-    #[serde(default)]
-    pub file: Option<String>,
-    /// Line.
-    #[serde(default)]
-    pub line: Option<u32>,
-}
-
-impl TaskEntry {
-    /// The innermost server frame the task is parked at (`file:line`), if the dump has one.
-    pub fn stuck_at(&self) -> Option<String> {
-        self.parked_at
-            .as_ref()?
-            .traces
-            .iter()
-            .flatten()
-            .find_map(|frame| match (&frame.file, frame.line) {
-                (Some(file), Some(line)) if file.starts_with("server/") => {
-                    Some(format!("{file}:{line}"))
-                }
-                _ => None,
-            })
-    }
 }
 
 impl LeakReport {
@@ -124,22 +85,6 @@ impl LeakReport {
             .map(|group| &group.site)
     }
 
-    /// Where most leaked tasks are parked: the innermost server frame (`file:line`) shared by
-    /// the most tasks (ties: the smallest name), from the report's task dump.
-    pub fn stuck_at(&self) -> Option<String> {
-        let mut counts = std::collections::BTreeMap::<String, u64>::new();
-        for task in self.sites.iter().flat_map(|group| &group.tasks) {
-            if let Some(at) = task.stuck_at() {
-                *counts.entry(at).or_default() += 1;
-            }
-        }
-        let most = counts.values().copied().max()?;
-        counts
-            .into_iter()
-            .find(|(_, count)| *count == most)
-            .map(|(at, _)| at)
-    }
-
     /// Leaked tasks whose label satisfies `matches`.
     pub fn labeled(&self, matches: impl Fn(&str) -> bool) -> u64 {
         self.sites
@@ -169,17 +114,6 @@ mod tests {
             "server/src/routes.rs:88:5"
         );
         assert_eq!(report.labeled(|label| label.starts_with("cs-")), 1);
-        assert_eq!(report.stuck_at(), None, "no dump was taken");
-
-        let parked = br#"{"schema_version":3,"leaked":3,"sites":[{"site":{"file":"server/src/routes.rs","line":1,"column":1},"count":3,"tasks":[
-            {"label":"a","parked_at":{"traces":[[{"function":"tokio::time::sleep","file":"/registry/tokio/src/time.rs","line":9},{"function":"keep_lease","file":"server/src/routes.rs","line":455}]]}},
-            {"label":"b","parked_at":{"traces":[[{"function":"keep_lease","file":"server/src/routes.rs","line":455}]]}},
-            {"label":"c","parked_at":{"traces":[[{"function":"other","file":"server/src/listener.rs","line":7}]]}}]}]}"#;
-        let report = LeakReport::parse(parked).unwrap();
-        assert_eq!(
-            report.stuck_at().as_deref(),
-            Some("server/src/routes.rs:455")
-        );
     }
 
     #[test]

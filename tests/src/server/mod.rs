@@ -1,7 +1,9 @@
 //! The real `leakcheck-server` process: starting it, its endpoints, and its shutdown verdict;
-//! `binary` finds (or builds) it, `leak_report` reads what it reports.
+//! `binary` finds (or builds) it, `leak_report` reads what it reports, `dump` reads its task
+//! dump and says where its tasks are stuck.
 
 mod binary;
+mod dump;
 mod leak_report;
 mod tls;
 
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use binary::{SERVER_BIN_ENV, build_location, server_binary, workspace_root};
+pub use dump::{DumpedTask, Frame, StuckAt, StuckSource, TaskDump, Trace};
 use leak_report::SCHEMA_VERSION;
 pub use leak_report::{LeakReport, Site, SiteGroup, TaskEntry};
 use parking_lot::Mutex;
@@ -31,6 +34,10 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest wait for a debug or metrics endpoint; a server slower than this is wedged.
 pub const ENDPOINT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Longest wait for `/debug/dump`: the server waits up to 2 s for its workers to check in,
+/// then symbolizes every task's trace.
+pub const DUMP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Exit code of a server whose shutdown verification found leaked tasks (contract).
 pub const LEAK_EXIT_CODE: i32 = 3;
@@ -245,6 +252,19 @@ impl Endpoints {
             *at = (*at).max(Some(entry.drained_at_monotonic_ns));
         }
         Ok(ends)
+    }
+
+    /// The server's task dump (`/debug/dump`) as text: `Ok(Err(reason))` when the server
+    /// refused one (too many live tasks for tokio's dump to be safe, a worker that did not
+    /// check in, no task-dump support), with its reason.
+    pub async fn task_dump(&self) -> Result<std::result::Result<String, String>> {
+        let response = self.get("/debug/dump", DUMP_DEADLINE).await?;
+        let text = String::from_utf8_lossy(&response.body).into_owned();
+        Ok(match response.head.status {
+            200 => Ok(text),
+            503 => Err(text.trim().to_owned()),
+            status => return Err(endpoint("/debug/dump", format!("status {status}"))),
+        })
     }
 
     /// Requests the server holds now (`leakcheck_server_requests_in_flight`).
