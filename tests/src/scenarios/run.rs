@@ -516,16 +516,18 @@ async fn take_dump(
     out_dir: &Path,
     moment: &str,
 ) -> std::result::Result<TaskDump, String> {
-    let text = match endpoints.task_dump().await {
-        Ok(Ok(text)) => text,
-        Ok(Err(refusal)) => return Err(format!("/debug/dump refused: {refusal}")),
-        Err(error) => return Err(error.to_string()),
-    };
     let file = out_dir.join(format!(
         "{}-{}.{moment}.dump.txt",
         plan.scenario.name(),
         plan.mode.name()
     ));
+    // An earlier run's dump must not pass for this one's.
+    let _ = std::fs::remove_file(&file);
+    let text = match endpoints.task_dump().await {
+        Ok(Ok(text)) => text,
+        Ok(Err(refusal)) => return Err(format!("/debug/dump refused: {refusal}")),
+        Err(error) => return Err(error.to_string()),
+    };
     // Only a triage aid: a dump that cannot be saved is still parsed.
     let _ = std::fs::write(file, &text);
     Ok(TaskDump::parse(&text, &crate::server::workspace_root()))
@@ -539,9 +541,11 @@ fn stuck_at(
 ) -> std::result::Result<StuckAt, String> {
     let before = before.map_err(|reason| format!("no baseline dump: {reason}"))?;
     let after = after?;
-    after.stuck_at(Some(&before)).ok_or_else(|| {
+    let stuck = after.stuck_at(Some(&before));
+    stuck.map(|stuck| stuck.named_from_source(&crate::server::workspace_root())).ok_or_else(|| {
         format!(
-            "no task above the baseline in the dump after quiescence ({} tasks, {} at the baseline)",
+            "no task above the baseline is parked at a frame outside tokio and the standard library \
+             in the dump after quiescence ({} tasks, {} at the baseline)",
             after.tasks.len(),
             before.tasks.len()
         )

@@ -35,9 +35,22 @@ impl Frame {
     /// The server's read wrappers only forward to the socket, and hyper keeps a read pending
     /// on every connection, so such a frame names no step: its caller does (the TLS
     /// handshake, hyper's connection). The write wrapper stays: it is the write deadline.
+    /// A debug build names the frame by its impl (`<… as tokio::io::async_read::AsyncRead>`),
+    /// a release build (line tables only) by its method (`poll_read<…`).
     fn forwards_reads(&self) -> bool {
         self.function
             .contains(" as tokio::io::async_read::AsyncRead>")
+            || self.function.starts_with("poll_read")
+    }
+
+    /// A write wrapper's frame (named as [`Frame::forwards_reads`] says, `AsyncWrite` and
+    /// `poll_write…` / `poll_flush` / `poll_shutdown`).
+    fn writes(&self) -> bool {
+        self.function
+            .contains(" as tokio::io::async_write::AsyncWrite>")
+            || ["poll_write", "poll_flush", "poll_shutdown"]
+                .iter()
+                .any(|method| self.function.starts_with(method))
     }
 
     /// tokio's and the standard library's own frames (the runtime, the dump's capture,
@@ -107,21 +120,27 @@ impl DumpedTask {
         DumpedTask { id, traces }
     }
 
-    /// Where this task is stuck, with the frame's depth in its tree: in the trace that waits
-    /// deepest (the work, not a `select!` arm waiting for shutdown or a deadline; the deeper
-    /// frame on a tie), the innermost frame in the server's own code (`server/src/`) that
-    /// does not only forward a read, or else, when no trace has one, the innermost frame that
-    /// is not tokio's or the standard library's.
+    /// Where this task is stuck, with the frame's depth in its tree. Each trace offers its
+    /// innermost frame in the server's own code (`server/src/`) that does not only forward a
+    /// read, or else its read wrapper's. A write wrapper's frame wins (a connection that
+    /// waits to write is stuck on its peer, while hyper keeps a read pending on every
+    /// connection); then the trace that waits deepest (the work, not a `select!` arm waiting
+    /// for shutdown or a deadline), then the deeper frame. When no trace has a server frame:
+    /// the innermost frame that is not tokio's or the standard library's, chosen the same way.
     pub fn stuck_frame(&self) -> Option<(usize, &Frame)> {
-        let deepest = |wanted: &dyn Fn(&Frame) -> bool| {
+        let deepest = |offer: &dyn Fn(&Trace) -> Option<(usize, &Frame)>| {
             self.traces
                 .iter()
-                .filter_map(|trace| Some((trace.0.len(), trace.innermost(wanted)?)))
-                .max_by_key(|(leaf, (depth, _))| (*leaf, *depth))
+                .filter_map(|trace| Some((trace.0.len(), offer(trace)?)))
+                .max_by_key(|(leaf, (depth, frame))| (frame.writes(), *leaf, *depth))
                 .map(|(_, found)| found)
         };
-        deepest(&|frame| frame.is_server() && !frame.forwards_reads())
-            .or_else(|| deepest(&|frame| !frame.is_runtime()))
+        deepest(&|trace| {
+            trace
+                .innermost(|frame| frame.is_server() && !frame.forwards_reads())
+                .or_else(|| trace.innermost(Frame::is_server))
+        })
+        .or_else(|| deepest(&|trace| trace.innermost(|frame| !frame.is_runtime())))
     }
 }
 
@@ -149,10 +168,8 @@ impl TaskDump {
                     tasks.push(DumpedTask::from_tree(id, &lines));
                 }
                 current = Some((id, Vec::new()));
-            } else if let (Some((_, lines)), Some(frame)) =
-                (current.as_mut(), parse_frame(line, root))
-            {
-                lines.push(frame);
+            } else if let Some((_, lines)) = current.as_mut() {
+                lines.extend(parse_frames(line, root));
             }
         }
         if let Some((id, lines)) = current {
@@ -237,55 +254,108 @@ impl StuckAt {
     pub fn frame(&self) -> String {
         format!("{} at {}", self.function, self.at)
     }
+
+    /// The same, its `function` named `module::fn` from the source under `root` at that line
+    /// ([`enclosing_fn`]) when the file is there: a release build's dump (line tables only)
+    /// names the server's frames `{async_fn#0}` and `{async_block#1}`, a debug build's by
+    /// their path, and one name for both is what a scenario's expectation can match.
+    pub fn named_from_source(mut self, root: &Path) -> StuckAt {
+        let Some((file, line)) = self.at.rsplit_once(':') else {
+            return self;
+        };
+        let (Ok(source), Ok(line)) = (std::fs::read_to_string(root.join(file)), line.parse())
+        else {
+            return self;
+        };
+        let path = Path::new(file);
+        let module = match path.file_stem().and_then(|stem| stem.to_str()) {
+            Some("mod") => path.parent().and_then(|dir| dir.file_name()),
+            _ => path.file_stem(),
+        };
+        if let (Some(module), Some(name)) = (module, enclosing_fn(&source, line)) {
+            self.function = format!("{}::{name}", module.to_string_lossy());
+        }
+        self
+    }
 }
 
-/// One line of tokio's tree, `│  ├╼ function at file:line:column`, with its depth (the
-/// column of its `╼`); `None` for any other line.
-fn parse_frame(line: &str, root: &Path) -> Option<(usize, Frame)> {
-    let depth = line.chars().position(|c| c == '╼')?;
-    let (_, symbol) = line.split_once('╼')?;
+/// The frames of one line of tokio's tree, `│  ├╼ function at file:line:column`, each with
+/// its depth (the column of its `╼`); none for any other line. tokio writes a tree's roots
+/// one after another without a line break, so a line can end with the next root's frame
+/// (`…:160:16╼ function at …`), which is at depth 0.
+fn parse_frames(line: &str, root: &Path) -> Vec<(usize, Frame)> {
+    let Some(depth) = line.chars().position(|c| c == '╼') else {
+        return Vec::new();
+    };
+    line.split('╼')
+        .skip(1)
+        .enumerate()
+        .map(|(index, symbol)| {
+            let depth = if index == 0 { depth } else { 0 };
+            (depth, parse_symbol(symbol, root))
+        })
+        .collect()
+}
+
+/// `function at file:line:column` (each part optional), as tokio prints a symbol.
+fn parse_symbol(symbol: &str, root: &Path) -> Frame {
     let symbol = symbol.trim_start_matches(['\u{a0}', ' ']).trim_end();
     let (function, location) = match symbol.rsplit_once(" at ") {
         Some((function, location)) => (function, Some(location)),
         None => (symbol, None),
     };
-    let (file, line) = match location.map(|location| location.rsplitn(3, ':').collect::<Vec<_>>()) {
-        Some(parts) => match parts[..] {
-            [_column, line, file] => (Some(file), line.parse().ok()),
-            [line, file] => (Some(file), line.parse().ok()),
-            _ => (location, None),
-        },
-        None => (None, None),
+    let parts = location.map(|location| location.rsplitn(3, ':').collect::<Vec<_>>());
+    let (file, line) = match parts.as_deref() {
+        Some([_column, line, file]) => (Some(*file), line.parse().ok()),
+        Some([line, file]) => (Some(*file), line.parse().ok()),
+        _ => (location, None),
     };
     let file = file.map(|file| match Path::new(file).strip_prefix(root) {
         Ok(relative) => relative.to_string_lossy().into_owned(),
         Err(_) => file.to_owned(),
     });
-    Some((
-        depth,
-        Frame {
-            function: function.to_owned(),
-            file,
-            line,
-        },
-    ))
+    Frame {
+        function: function.to_owned(),
+        file,
+        line,
+    }
+}
+
+/// The function that `line` (1-based) of `source` is in, by its declaration: the nearest
+/// `fn NAME` at or above it (closures and async blocks belong to the function around them).
+fn enclosing_fn(source: &str, line: u32) -> Option<&str> {
+    let above: Vec<&str> = source.lines().take(line as usize).collect();
+    above.into_iter().rev().find_map(|text| {
+        if text.trim_start().starts_with("//") {
+            return None;
+        }
+        let mut words = text.split_whitespace();
+        words.find(|word| *word == "fn")?;
+        let name = words.next()?;
+        let end = name
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(name.len());
+        (end > 0).then(|| &name[..end])
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenarios::Scenario;
 
-    /// Where the fixtures were captured: `tests/fixtures/dumps/<scenario>.{baseline,after}.txt`
-    /// are `/debug/dump` of a debug-build server in leaky mode at the baseline and after
-    /// quiescence (`chaos --smoke --mode leaky --seed 5`), cut to a few stranded tasks per
-    /// place (whole `task N:` blocks; the baseline's tasks all kept).
+    /// Where the fixtures were captured: `tests/fixtures/dumps/{debug,release}/<scenario>.
+    /// {baseline,after}.txt` are `/debug/dump` of the server in leaky mode at the baseline
+    /// and after quiescence (debug: `chaos --smoke --mode leaky --seed 5`; release:
+    /// `cargo run --release -p chaos -- --seed 42`), cut to whole `task N:` blocks: a few
+    /// stranded tasks per place, the accept loops, not the request that asked for the dump.
     const CAPTURED_IN: &str = "/work/wt/stuck";
 
-    fn fixture(scenario: Scenario) -> (TaskDump, TaskDump) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dumps");
+    fn fixture(build: &str, scenario: &str) -> (TaskDump, TaskDump) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/dumps")
+            .join(build);
         let read = |moment: &str| {
-            let path = dir.join(format!("{}.{moment}.txt", scenario.name()));
+            let path = dir.join(format!("{scenario}.{moment}.txt"));
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             TaskDump::parse(&text, Path::new(CAPTURED_IN))
@@ -293,56 +363,74 @@ mod tests {
         (read("baseline"), read("after"))
     }
 
-    #[test]
-    fn the_five_leaky_twins_are_stuck_where_their_scenarios_expect_and_apart() {
-        let cases = [
-            (Scenario::TlsStall, "server/src/listener.rs:171", 3, 3),
-            (Scenario::Slowloris, "server/src/listener.rs:222", 3, 3),
-            // 2 requests in the exchange, 3 pooled connections' drivers (one of the baseline's
-            // warm-up): 2 and 2 above the baseline, and the deeper frame wins.
-            (Scenario::PoolExhaustion, "server/src/upstream.rs:206", 2, 4),
-            // The hung lookups have no frame with a location; they count in `of`.
-            (Scenario::DnsHang, "server/src/upstream.rs:417", 3, 5),
-            // Connection, producer and lease keeper, 2 each: the connection's write is deepest.
-            (Scenario::SlowReader, "server/src/io.rs:96", 2, 6),
-        ];
+    fn check(build: &str, cases: &[(&str, &str, u64, u64)]) {
         let mut places = std::collections::HashSet::new();
         for (scenario, at, tasks, of) in cases {
-            let (baseline, after) = fixture(scenario);
-            assert!(after.tasks.len() > baseline.tasks.len(), "{scenario}");
+            let (baseline, after) = fixture(build, scenario);
             let stuck = after.stuck_at(Some(&baseline)).unwrap();
             assert_eq!(
                 (stuck.at.as_str(), stuck.tasks, stuck.of),
-                (at, tasks, of),
-                "{scenario}: {stuck:?}"
+                (*at, *tasks, *of),
+                "{build} {scenario}: {stuck:?}"
             );
             assert!(
-                stuck.frame().contains(scenario.expected_stuck_at()),
-                "{scenario}: {} does not match `{}`",
-                stuck.frame(),
-                scenario.expected_stuck_at()
+                places.insert(stuck.at),
+                "{build} {scenario} shares its stuck_at"
             );
-            assert!(places.insert(stuck.at), "{scenario} shares its stuck_at");
         }
     }
 
     #[test]
-    fn a_dump_with_nothing_above_its_baseline_has_no_stuck_at() {
-        let (baseline, _) = fixture(Scenario::TlsStall);
-        assert_eq!(
-            baseline.tasks.len(),
-            3,
-            "two accept loops and the dumping request"
+    fn a_debug_build_tells_the_five_leaky_twins_apart() {
+        check(
+            "debug",
+            &[
+                // In the TLS handshake, not in the shutdown arm beside it.
+                ("tls-stall", "server/src/listener.rs:171", 3, 3),
+                // hyper's connection reading a head: the read wrapper below names no step.
+                ("slowloris", "server/src/listener.rs:222", 3, 3),
+                // 2 requests in the exchange, 3 pooled connections' drivers (one the
+                // baseline's warm-up): 2 and 2 above the baseline, the deeper frame wins.
+                ("pool-exhaustion", "server/src/upstream.rs:206", 2, 4),
+                // The hung lookups have no frame outside tokio; they count in `of`.
+                ("dns-hang", "server/src/upstream.rs:417", 3, 5),
+                // Connection, producer and lease keeper, 2 each: the connection waits in the
+                // write wrapper, deepest.
+                ("slow-reader", "server/src/io.rs:96", 2, 6),
+            ],
         );
+    }
+
+    #[test]
+    fn a_release_build_tells_them_apart_too() {
+        check(
+            "release",
+            &[
+                ("tls-stall", "server/src/listener.rs:171", 3, 3),
+                // Inlined into hyper, serve_http has no frame left: the read wrapper's names
+                // the read (the deadline's select! arm waits less deep).
+                ("slowloris", "server/src/io.rs:75", 3, 3),
+                // A pending write outranks the read hyper keeps pending; the producer and the
+                // lease keeper lost their frames to inlining (no frame outside tokio).
+                ("slow-reader", "server/src/io.rs:96", 2, 6),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_dump_with_nothing_above_its_baseline_has_no_stuck_at() {
+        let (baseline, _) = fixture("debug", "tls-stall");
+        assert_eq!(baseline.tasks.len(), 2, "the two accept loops");
         assert_eq!(baseline.stuck_at(Some(&baseline)), None);
         let alone = baseline.stuck_at(None).unwrap();
         assert_eq!(
             (alone.at.as_str(), alone.tasks, alone.of),
-            ("server/src/listener.rs:100", 2, 3)
+            ("server/src/listener.rs:100", 2, 2)
         );
     }
 
-    /// Two tasks as tokio prints them (the no-break spaces included).
+    /// Two tasks as tokio prints them: no-break spaces, and a second root written right after
+    /// the first tree's last leaf.
     const TREE: &str = "task 7:\n\
         ╼ <core::pin::Pin<P> as core::future::future::Future> at /rustc/abc/library/core/src/future/future.rs:133:9\n\
         \u{a0} └╼ app::serve at /repo/server/src/listener.rs:10:5\n\
@@ -351,7 +439,8 @@ mod tests {
         \u{a0}    └╼ app::serve::{{closure}} at /repo/server/src/listener.rs:14:9\n\
         \u{a0}       └╼ hyper::proto::h1::conn::Conn<I,B,T> at /registry/hyper-1.12.0/src/proto/h1/conn.rs:856:39\n\
         \u{a0}          └╼ <app::io::Wrapper<T> as tokio::io::async_read::AsyncRead> at /repo/server/src/io.rs:75:30\n\
-        \u{a0}             └╼ tokio::net::tcp::stream::TcpStream at /registry/tokio-1.54.1/src/net/tcp/stream.rs:1457:26\n\
+        \u{a0}             └╼ tokio::net::tcp::stream::TcpStream at /registry/tokio-1.54.1/src/net/tcp/stream.rs:1457:26╼ {async_fn#0} at /repo/server/src/routes.rs:40:9\n\
+        \u{a0} └╼ poll_elapsed at /registry/tokio-1.54.1/src/time/sleep.rs:384:16\n\
         \n\
         task 8:\n\
         ╼ hickory_proto::xfer::DnsExchange at /registry/hickory-proto-0.25.2/src/xfer/mod.rs:40:1\n\
@@ -363,23 +452,26 @@ mod tests {
         assert_eq!(dump.tasks.len(), 2);
         let task = &dump.tasks[0];
         assert_eq!(task.id, 7);
-        assert_eq!(task.traces.len(), 2);
-        let leaves: Vec<_> = task
+        let leaves: Vec<(&str, usize)> = task
             .traces
             .iter()
-            .map(|trace| trace.0[0].function.as_str())
+            .map(|trace| (trace.0[0].function.as_str(), trace.0.len()))
             .collect();
         assert_eq!(
             leaves,
             [
-                "tokio::net::tcp::stream::TcpStream",
-                "tokio::sync::notify::Notified"
+                ("poll_elapsed", 2),
+                ("tokio::net::tcp::stream::TcpStream", 6),
+                ("tokio::sync::notify::Notified", 4)
             ]
         );
-        assert_eq!(task.traces[0].0.len(), 6, "leaf to root");
         assert_eq!(
-            task.traces[0].0[5].function,
+            task.traces[1].0[5].function,
             "<core::pin::Pin<P> as core::future::future::Future>"
+        );
+        assert_eq!(
+            task.traces[0].0[1].file.as_deref(),
+            Some("server/src/routes.rs")
         );
         // The deepest trace; its read wrapper forwards, so its caller is where it waits.
         let (depth, frame) = task.stuck_frame().unwrap();
@@ -406,5 +498,33 @@ mod tests {
         assert_eq!(dump.tasks[0].id, 3);
         assert!(dump.tasks[0].traces.is_empty());
         assert_eq!(dump.stuck_at(None), None);
+    }
+
+    #[test]
+    fn a_stuck_frame_is_named_by_the_function_around_its_line() {
+        let root = std::env::temp_dir().join(format!("chaos-dump-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("server/src/pool")).unwrap();
+        let source = "// fn commented_out()\n\
+                      pub(crate) async fn acquire<T>(x: T) {\n\
+                      \x20   let f = async move {\n\
+                      \x20       wait().await;\n\
+                      \x20   };\n\
+                      }\n";
+        std::fs::write(root.join("server/src/pool/mod.rs"), source).unwrap();
+        let stuck = |at: &str| StuckAt {
+            at: at.into(),
+            function: "{async_block#0}".into(),
+            tasks: 1,
+            of: 1,
+            source: StuckSource::TaskDump,
+        };
+        let named = stuck("server/src/pool/mod.rs:4").named_from_source(&root);
+        assert_eq!(named.frame(), "pool::acquire at server/src/pool/mod.rs:4");
+        // Above every fn, or a file that is not there: the dump's name stays.
+        let above = stuck("server/src/pool/mod.rs:1").named_from_source(&root);
+        assert_eq!(above.function, "{async_block#0}");
+        let missing = stuck("server/src/gone.rs:4").named_from_source(&root);
+        assert_eq!(missing.function, "{async_block#0}");
+        std::fs::remove_dir_all(root).unwrap();
     }
 }
