@@ -17,34 +17,67 @@ const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// build, so 10,000 tasks take ~0.5–1.1 s, within the 2 s dump timeout.
 pub const MAX_DUMPED_TASKS: usize = 10_000;
 
-/// Most live tasks a multi-thread runtime may have for a task dump to be
+/// Most live tasks a multi-thread runtime may have for its task dump to be
 /// taken. tokio's multi-thread dump first moves every worker's queued tasks
 /// into one queue of 256 slots whose `steal_into` gives up once half of it is
 /// full, and its `steal_all` loops until the workers' queues are empty: with
 /// more than 128 tasks queued it spins forever, and no timeout can interrupt
 /// it (the whole runtime stops). Queue depths cannot be checked beforehand —
-/// a dump wakes every task it traced, and a worker may start one more trace
-/// right after a dump returns, while those wakes (or any burst of wakes)
-/// fill its queue — so only a runtime with at most 128 live tasks, which can
-/// never have more than 128 queued, is dumped. `scripts/dump-scale.sh`
+/// a dump wakes every task it traced, and a burst of wakes fills a worker's
+/// queue — so only a runtime with at most 128 live tasks, which can never
+/// have more than 128 queued, is dumped. `scripts/dump-scale.sh`
 /// (`dump_scale multi 300 busy 10`) wedges 1–2 runs in 8; 128 never did.
 pub const MAX_DUMPED_TASKS_MULTI_THREAD: usize = 128;
 
-/// Why a task dump of `handle`'s runtime must not be taken now, or `None`:
-/// more than [`MAX_DUMPED_TASKS`] live tasks, or on a multi-thread runtime
-/// more than [`MAX_DUMPED_TASKS_MULTI_THREAD`]. The reference server's
-/// `/debug/dump` asks this too.
-pub fn dump_refusal(handle: &tokio::runtime::Handle) -> Option<String> {
+/// Multi-thread runtimes whose one task dump was taken (tokio runtime ids;
+/// never reused within a process). tokio 1.54's workers meet at a barrier to
+/// trace, waiting 250 ms for each other; a worker that gives up leaves the
+/// barrier miscounted for good (`Barrier::wait_timeout` keeps its arrival),
+/// and the next trace then leaves one worker waiting for ever — the runtime
+/// loses a worker and never shuts down. A worker gives up whenever it traces
+/// alone, which happens right after a dump (a worker still sees the request
+/// and starts one more trace). So a multi-thread runtime gets one dump, and
+/// only while no other task is inside a poll (a busy worker is the other way
+/// to make one give up): the registry stress and scope isolation tests hung
+/// in 1 run in 2–4 with a dump per leaking scope.
+#[cfg(tokio_unstable)]
+static DUMPED_MULTI_THREAD: parking_lot::Mutex<Vec<tokio::runtime::Id>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Whether a task dump of `handle`'s runtime may be taken now: `Err` says why
+/// not — more than [`MAX_DUMPED_TASKS`] live tasks; on a multi-thread runtime
+/// more than [`MAX_DUMPED_TASKS_MULTI_THREAD`], or its one dump already taken
+/// (see above). `Ok` on a multi-thread runtime uses that one dump up: call it
+/// right before `Handle::dump`, as leakcheck's reports and the reference
+/// server's `/debug/dump` do. Callers on a multi-thread runtime must also
+/// know that no other task is inside a poll (leakcheck checks its poll
+/// hooks' record).
+pub fn claim_task_dump(handle: &tokio::runtime::Handle) -> Result<(), String> {
     let live = handle.metrics().num_alive_tasks();
-    let (limit, why) = match handle.runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => (
-            MAX_DUMPED_TASKS_MULTI_THREAD,
-            "on a multi-thread runtime (above it tokio's dump can spin forever and stop the runtime)",
-        ),
-        _ => (MAX_DUMPED_TASKS, "(tokio traces every live task)"),
-    };
-    (live > limit)
-        .then(|| format!("{live} live tasks: a task dump is only taken with at most {limit} {why}"))
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return match live > MAX_DUMPED_TASKS {
+            true => Err(format!(
+                "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS} (tokio traces every live task)"
+            )),
+            false => Ok(()),
+        };
+    }
+    if live > MAX_DUMPED_TASKS_MULTI_THREAD {
+        return Err(format!(
+            "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS_MULTI_THREAD} on a multi-thread runtime (above it tokio's dump can spin forever and stop the runtime)"
+        ));
+    }
+    #[cfg(tokio_unstable)]
+    {
+        let mut dumped = DUMPED_MULTI_THREAD.lock();
+        if dumped.contains(&handle.id()) {
+            return Err("this multi-thread runtime has had its one task dump (a second can wedge one of its workers for good in tokio 1.54)".to_owned());
+        }
+        dumped.push(handle.id());
+        Ok(())
+    }
+    #[cfg(not(tokio_unstable))]
+    Err("task dumps need --cfg tokio_unstable".to_owned())
 }
 
 /// Frames kept per parked trace; deeper frames are counted, not shown.
@@ -61,9 +94,7 @@ pub(crate) async fn parked(ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, Stri
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return Err("verified outside a tokio runtime, so no task dump could be taken".to_owned());
     };
-    if let Some(refusal) = dump_refusal(&handle) {
-        return Err(refusal);
-    }
+    claim_task_dump(&handle)?;
     let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
     let Some(dump) = crate::clock::within(deadline, handle.dump()).await else {
         return Err(format!(

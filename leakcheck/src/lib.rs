@@ -171,7 +171,7 @@ pub use baseline::{
     BASELINE_OUTCOME_DIR, BASELINE_SCHEMA_VERSION, Baseline, BaselineEntry, BaselineOutcome,
     DEFAULT_BASELINE_FILE, Screened,
 };
-pub use dump::{MAX_DUMPED_TASKS, MAX_DUMPED_TASKS_MULTI_THREAD, dump_refusal};
+pub use dump::{MAX_DUMPED_TASKS, MAX_DUMPED_TASKS_MULTI_THREAD, claim_task_dump};
 pub use duration::parse_duration;
 pub use label::{Labeled, labeled};
 #[cfg(feature = "task-names")]

@@ -147,14 +147,26 @@ impl GraceWatch {
     /// dump, and with it blocked the dump's own timeout may never fire.
     pub(crate) fn worker_blocked(&self) -> bool {
         let now = crate::clock::now_ns();
+        self.others_in_poll()
+            .any(|since| now.saturating_sub(since) >= self.grace_ns)
+    }
+
+    /// Whether any task but the calling one is inside a poll now: on a
+    /// multi-thread runtime its worker is busy, and tokio's dump must not
+    /// start then (see `dump::claim_task_dump`).
+    pub(crate) fn another_task_in_poll(&self) -> bool {
+        self.others_in_poll().next().is_some()
+    }
+
+    /// When each task inside a poll now, the calling one aside, entered it.
+    fn others_in_poll(&self) -> impl Iterator<Item = u64> {
         let current = tokio::task::try_id().map(|id| crate::tracker::task_id(id).get());
         self.inner
             .poll_slots
             .in_poll()
-            .iter()
-            .any(|(&task, &since)| {
-                Some(task) != current && now.saturating_sub(since) >= self.grace_ns
-            })
+            .into_iter()
+            .filter(move |&(task, _)| Some(task) != current)
+            .map(|(_, since)| since)
     }
 }
 

@@ -675,6 +675,45 @@ fn leaked_tasks_say_where_they_are_parked_up_to_each_flavors_dump_limit() {
     }
 }
 
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[test]
+fn a_multi_thread_runtime_is_dumped_once() {
+    // tokio 1.54 can wedge a multi-thread runtime's worker for good on its
+    // second task dump: the first leaking scope gets "parked at", the next
+    // one says why it has none.
+    #[inline(never)]
+    async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
+        let _ = rx.await;
+    }
+    let tracker = leakcheck::Tracker::new();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    tracker.install(builder.worker_threads(2).enable_all());
+    let runtime = builder.build().unwrap();
+    let mut keep = Vec::new();
+    let reports: Vec<leakcheck::LeakReport> = runtime.block_on(async {
+        let mut reports = Vec::new();
+        for _ in 0..2 {
+            let guard = leakcheck::verify_none().grace(GRACE);
+            // Parked on a tokio channel in a user frame: what a dump shows.
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            keep.push(tx);
+            tokio::spawn(wait_for_shutdown(rx));
+            reports.push(guard.verify().await.unwrap_err());
+        }
+        reports
+    });
+    let parked = |report: &leakcheck::LeakReport| only_site(report).tasks[0].parked_at.is_some();
+    assert!(parked(&reports[0]), "{}", reports[0]);
+    assert_eq!(reports[0].parked_at_missing, None);
+    assert!(!parked(&reports[1]), "{}", reports[1]);
+    let why = reports[1].parked_at_missing.as_deref().unwrap_or_default();
+    assert!(why.contains("had its one task dump"), "{why:?}");
+    drop(runtime);
+}
+
 #[test]
 fn a_multi_thread_runtime_full_of_runnable_tasks_is_not_dumped() {
     // tokio's dump never returns with this many tasks queued on two workers

@@ -119,8 +119,10 @@ impl CancellationLog {
 }
 
 /// A text task dump of the current runtime, or why none was taken: one leakcheck's
-/// [`dump_refusal`](leakcheck::dump_refusal) gives (too many live tasks for tokio's dump to be
-/// safe), or workers that did not check in within [`DUMP_TIMEOUT`].
+/// [`claim_task_dump`](leakcheck::claim_task_dump) gives (too many live tasks for tokio's dump to
+/// be safe, or the multi-thread runtime's one dump already taken), or workers that did not check
+/// in within [`DUMP_TIMEOUT`]. Take it when the server is quiet: a worker busy in a long poll can
+/// wedge tokio's multi-thread dump.
 #[cfg(all(
     tokio_unstable,
     target_os = "linux",
@@ -133,7 +135,7 @@ impl CancellationLog {
 ))]
 pub async fn task_dump() -> Result<String, String> {
     let handle = tokio::runtime::Handle::current();
-    if let Some(refusal) = leakcheck::dump_refusal(&handle) {
+    if let Err(refusal) = leakcheck::claim_task_dump(&handle) {
         return Err(format!("{refusal}; use /debug/tasks\n"));
     }
     let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())

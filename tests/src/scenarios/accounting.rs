@@ -369,6 +369,7 @@ mod tests {
             tasks: labels
                 .iter()
                 .map(|label| TaskEntry {
+                    id: 0,
                     label: label.map(str::to_owned),
                 })
                 .collect(),

@@ -1,6 +1,7 @@
 //! One run, start to verdict: faults up → server up → baseline → storm → heal → quiesce →
 //! final probe → SIGTERM; plus the client helpers the storms share.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +146,12 @@ async fn drive(
         nameserver: env.dns.addr(),
     };
     let census_before = settled_census(&endpoints, &peers).await;
-    let dump_before = take_dump(&endpoints, &plan, out_dir, "baseline").await;
+    // A multi-thread server is dumped once in its life (tokio 1.54 can wedge a worker on a
+    // second dump): the baseline is the ids of the tasks alive now.
+    let baseline_ids: HashSet<u64> = sites_before
+        .iter()
+        .flat_map(|site| site.tasks.iter().map(|task| task.id))
+        .collect();
     progress.say(&format!(
         "baseline: {} live tasks, {} open fds",
         show(live_before),
@@ -215,7 +221,7 @@ async fn drive(
     // After quiescence and before shutdown: what is left above the baseline is what stranded.
     let dump_after = {
         let _quiet = sampler.quiet().await;
-        take_dump(&endpoints, &plan, out_dir, "after").await
+        take_dump(&endpoints, &plan, out_dir).await
     };
     let final_probe_ok = endpoints.probe(PROBE_DEADLINE).await.is_ok();
     let (live_after, fds_after) = measure::steady_reading(&endpoints, 5).await;
@@ -325,7 +331,7 @@ async fn drive(
         }
     ));
 
-    let (stuck_at, stuck_at_reason) = match stuck_at(dump_before, dump_after) {
+    let (stuck_at, stuck_at_reason) = match stuck_at(&baseline_ids, dump_after) {
         Ok(stuck) => {
             progress.say(&format!(
                 "task dump: {} of {} tasks above the baseline stuck at {}",
@@ -508,16 +514,15 @@ pub(super) fn request_id_prefix(seed: u64) -> String {
     format!("chaos-{seed:016x}-")
 }
 
-/// `/debug/dump` parsed, its text kept as `<scenario>-<mode>.<moment>.dump.txt` in `out_dir`
-/// for triage; or why there is none.
+/// `/debug/dump` after quiescence parsed, its text kept as `<scenario>-<mode>.after.dump.txt` in
+/// `out_dir` for triage; or why there is none.
 async fn take_dump(
     endpoints: &Endpoints,
     plan: &RunPlan,
     out_dir: &Path,
-    moment: &str,
 ) -> std::result::Result<TaskDump, String> {
     let file = out_dir.join(format!(
-        "{}-{}.{moment}.dump.txt",
+        "{}-{}.after.dump.txt",
         plan.scenario.name(),
         plan.mode.name()
     ));
@@ -533,21 +538,20 @@ async fn take_dump(
     Ok(TaskDump::parse(&text, &crate::server::workspace_root()))
 }
 
-/// Where the stranded tasks are stuck: the dump after quiescence less the baseline's; or
-/// why that cannot be said.
+/// Where the stranded tasks are stuck: the dump after quiescence less the tasks alive at the
+/// baseline; or why that cannot be said.
 fn stuck_at(
-    before: std::result::Result<TaskDump, String>,
+    baseline: &HashSet<u64>,
     after: std::result::Result<TaskDump, String>,
 ) -> std::result::Result<StuckAt, String> {
-    let before = before.map_err(|reason| format!("no baseline dump: {reason}"))?;
     let after = after?;
-    let stuck = after.stuck_at(Some(&before));
+    let stuck = after.stuck_at(baseline);
     stuck.map(|stuck| stuck.named_from_source(&crate::server::workspace_root())).ok_or_else(|| {
         format!(
             "no task above the baseline is parked at a frame outside tokio and the standard library \
              in the dump after quiescence ({} tasks, {} at the baseline)",
             after.tasks.len(),
-            before.tasks.len()
+            baseline.len()
         )
     })
 }

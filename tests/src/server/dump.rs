@@ -1,7 +1,7 @@
 //! The server's `/debug/dump` (tokio's task dump as text: one `task N:` block per task, each a
 //! tree of frames, outermost first) parsed, and where its tasks are stuck.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -178,29 +178,30 @@ impl TaskDump {
         TaskDump { tasks }
     }
 
-    /// Where most of its tasks above `baseline` (a dump of the same server before the storm)
-    /// are stuck: each task's [`DumpedTask::stuck_frame`] counted per `file:line`, less the
-    /// baseline's count there. The most tasks win; on a tie the frame deepest in its task's
-    /// tree (where they wait most specifically), then the smallest location. `None` when no
-    /// location has more tasks than at the baseline.
-    pub fn stuck_at(&self, baseline: Option<&TaskDump>) -> Option<StuckAt> {
+    /// Where most of its tasks not in `baseline` (the ids of the tasks alive before the storm,
+    /// from `/debug/tasks`: a multi-thread server is dumped once) are stuck: each task's
+    /// [`DumpedTask::stuck_frame`] counted per `file:line`. The most tasks win; on a tie the
+    /// frame deepest in its task's tree (where they wait most specifically), then the smallest
+    /// location. `None` when no task outside the baseline has a stuck frame.
+    pub fn stuck_at(&self, baseline: &HashSet<u64>) -> Option<StuckAt> {
         #[derive(Default)]
         struct Count {
-            tasks: i64,
+            tasks: u64,
             depth: usize,
             function: String,
         }
         // None: tasks without a stuck frame (counted in `of`).
         let mut counts: BTreeMap<Option<String>, Count> = BTreeMap::new();
-        let baseline_tasks = baseline.into_iter().flat_map(|dump| &dump.tasks);
-        let weighted =
-            (self.tasks.iter().map(|task| (task, 1))).chain(baseline_tasks.map(|task| (task, -1)));
-        for (task, weight) in weighted {
+        for task in self
+            .tasks
+            .iter()
+            .filter(|task| !baseline.contains(&task.id))
+        {
             let stuck = task.stuck_frame();
             let count = counts
                 .entry(stuck.and_then(|(_, frame)| frame.location()))
                 .or_default();
-            count.tasks += weight;
+            count.tasks += 1;
             if let Some((depth, frame)) = stuck {
                 count.depth = count.depth.max(depth);
                 if count.function.is_empty() {
@@ -208,7 +209,7 @@ impl TaskDump {
                 }
             }
         }
-        let of: i64 = counts.values().map(|count| count.tasks.max(0)).sum();
+        let of: u64 = counts.values().map(|count| count.tasks).sum();
         counts
             .iter()
             .filter_map(|(at, count)| Some((at.as_ref()?, count)))
@@ -219,8 +220,8 @@ impl TaskDump {
             .map(|(at, count)| StuckAt {
                 at: at.clone(),
                 function: count.function.clone(),
-                tasks: count.tasks as u64,
-                of: of as u64,
+                tasks: count.tasks,
+                of,
                 source: StuckSource::TaskDump,
             })
     }
@@ -230,7 +231,7 @@ impl TaskDump {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StuckSource {
-    /// The server's `/debug/dump` after quiescence, less the tasks of its dump at the baseline.
+    /// The server's `/debug/dump` after quiescence, less the tasks alive at the baseline.
     TaskDump,
 }
 
@@ -243,7 +244,7 @@ pub struct StuckAt {
     pub function: String,
     /// Tasks parked there.
     pub tasks: u64,
-    /// Tasks counted: those above the baseline.
+    /// Tasks counted: those not alive at the baseline.
     pub of: u64,
     /// What it was read from.
     pub source: StuckSource,
@@ -343,6 +344,11 @@ fn enclosing_fn(source: &str, line: u32) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// The ids of a dump's tasks: a baseline, as `/debug/tasks` gives it in a run.
+    fn ids(dump: &TaskDump) -> HashSet<u64> {
+        dump.tasks.iter().map(|task| task.id).collect()
+    }
+
     /// Where the fixtures were captured: `tests/fixtures/dumps/{debug,release}/<scenario>.
     /// {baseline,after}.txt` are `/debug/dump` of the server in leaky mode at the baseline
     /// and after quiescence (debug: `chaos --smoke --mode leaky --seed 5`; release:
@@ -367,7 +373,7 @@ mod tests {
         let mut places = std::collections::HashSet::new();
         for (scenario, at, tasks, of) in cases {
             let (baseline, after) = fixture(build, scenario);
-            let stuck = after.stuck_at(Some(&baseline)).unwrap();
+            let stuck = after.stuck_at(&ids(&baseline)).unwrap();
             assert_eq!(
                 (stuck.at.as_str(), stuck.tasks, stuck.of),
                 (*at, *tasks, *of),
@@ -421,8 +427,8 @@ mod tests {
     fn a_dump_with_nothing_above_its_baseline_has_no_stuck_at() {
         let (baseline, _) = fixture("debug", "tls-stall");
         assert_eq!(baseline.tasks.len(), 2, "the two accept loops");
-        assert_eq!(baseline.stuck_at(Some(&baseline)), None);
-        let alone = baseline.stuck_at(None).unwrap();
+        assert_eq!(baseline.stuck_at(&ids(&baseline)), None);
+        let alone = baseline.stuck_at(&HashSet::new()).unwrap();
         assert_eq!(
             (alone.at.as_str(), alone.tasks, alone.of),
             ("server/src/listener.rs:100", 2, 2)
@@ -497,7 +503,7 @@ mod tests {
         assert_eq!(dump.tasks.len(), 1);
         assert_eq!(dump.tasks[0].id, 3);
         assert!(dump.tasks[0].traces.is_empty());
-        assert_eq!(dump.stuck_at(None), None);
+        assert_eq!(dump.stuck_at(&HashSet::new()), None);
     }
 
     #[test]

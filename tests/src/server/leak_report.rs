@@ -51,6 +51,9 @@ impl std::fmt::Display for Site {
 /// One leaked task (only its label is read).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskEntry {
+    /// tokio's task id.
+    #[serde(default)]
+    pub id: u64,
     /// The request id it was spawned under, if any.
     #[serde(default)]
     pub label: Option<String>,
