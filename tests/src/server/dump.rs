@@ -120,6 +120,16 @@ impl DumpedTask {
         DumpedTask { id, traces }
     }
 
+    /// Whether this is the request task that asked for the dump: it waits in the server's
+    /// `debug.rs` (`task_dump`; a release build names the frame `{async_fn#0}`) for the dump to
+    /// finish. New since any baseline, and never stranded.
+    pub fn is_the_dump_request(&self) -> bool {
+        self.traces
+            .iter()
+            .flat_map(|trace| &trace.0)
+            .any(|frame| frame.file.as_deref() == Some("server/src/debug.rs"))
+    }
+
     /// Where this task is stuck, with the frame's depth in its tree. Each trace offers its
     /// innermost frame in the server's own code (`server/src/`) that does not only forward a
     /// read, or else its read wrapper's. A write wrapper's frame wins (a connection that
@@ -195,7 +205,7 @@ impl TaskDump {
         for task in self
             .tasks
             .iter()
-            .filter(|task| !baseline.contains(&task.id))
+            .filter(|task| !baseline.contains(&task.id) && !task.is_the_dump_request())
         {
             let stuck = task.stuck_frame();
             let count = counts
@@ -421,6 +431,31 @@ mod tests {
                 ("slow-reader", "server/src/io.rs:96", 2, 6),
             ],
         );
+    }
+
+    #[test]
+    fn the_request_that_asked_for_the_dump_is_not_stuck() {
+        // A fixed run's whole dump after quiescence (release build, captured from /work/main):
+        // the two accept loops, alive at the baseline, and the dump's own request.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/dumps/release/fixed-with-the-dump-request.txt");
+        let dump = TaskDump::parse(
+            &std::fs::read_to_string(path).unwrap(),
+            Path::new("/work/main"),
+        );
+        let requests: Vec<u64> = dump
+            .tasks
+            .iter()
+            .filter(|task| task.is_the_dump_request())
+            .map(|task| task.id)
+            .collect();
+        assert_eq!(requests.len(), 1, "{dump:#?}");
+        let accept_loops: HashSet<u64> = ids(&dump)
+            .into_iter()
+            .filter(|id| *id != requests[0])
+            .collect();
+        assert_eq!(accept_loops.len(), 2);
+        assert_eq!(dump.stuck_at(&accept_loops), None);
     }
 
     #[test]
