@@ -58,7 +58,10 @@
 //!   reports. It switches on tokio's `taskdump` feature only where tokio has
 //!   it (Linux x86, x86_64, aarch64 and s390x, built with
 //!   `--cfg tokio_unstable`) and does nothing elsewhere, so a default build
-//!   never fails.
+//!   never fails. A multi-thread runtime is dumped at most once, with at most
+//!   [`MAX_DUMPED_TASKS_MULTI_THREAD`] live tasks (tokio 1.54's multi-thread
+//!   dump can otherwise stop the runtime; see [`claim_task_dump`]); a report
+//!   without "parked at" says why.
 //! - `task-names` (off by default): `TaskNames`, a `tracing-subscriber`
 //!   layer that gives reports the names tasks were spawned with
 //!   (`tokio::task::Builder::name`): tokio's hooks do not pass names, its
