@@ -55,12 +55,12 @@ static DUMPED_MULTI_THREAD: parking_lot::Mutex<Vec<tokio::runtime::Id>> =
 pub fn claim_task_dump(handle: &tokio::runtime::Handle) -> Result<(), String> {
     let live = handle.metrics().num_alive_tasks();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return match live > MAX_DUMPED_TASKS {
-            true => Err(format!(
+        if live > MAX_DUMPED_TASKS {
+            return Err(format!(
                 "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS} (tokio traces every live task)"
-            )),
-            false => Ok(()),
-        };
+            ));
+        }
+        return Ok(());
     }
     if live > MAX_DUMPED_TASKS_MULTI_THREAD {
         return Err(format!(
