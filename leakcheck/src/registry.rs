@@ -199,6 +199,129 @@ impl Scope {
     }
 }
 
+/// Ring slots a shard allocates at its first insert. Task ids come from one
+/// process-wide counter, so a shard sees every 64th id: 32 slots hold the live
+/// records of a window of 2,048 consecutive ids without a collision.
+const INITIAL_RING: usize = 32;
+
+/// Most ring slots per shard (64 shards: 262,144 slots, 14.7 MiB); records
+/// beyond what the ring holds go to the overflow map.
+const MAX_RING: usize = 4096;
+
+/// A shard's live records, indexed by task id: a ring of slots, slot
+/// `(id / SHARDS) % ring.len()`, and a map for the ids whose slot a
+/// longer-lived task still holds. tokio's ids are sequential, so nearly every
+/// insert finds its slot free and an insert or remove is one indexed access
+/// instead of a hash-table probe (and no table grows from empty in every fresh
+/// tracker).
+#[derive(Default)]
+struct Records {
+    ring: Box<[Option<(NonZeroU64, Record)>]>,
+    overflow: FxHashMap<NonZeroU64, Record>,
+    len: usize,
+}
+
+impl Records {
+    fn slot(&self, id: NonZeroU64) -> usize {
+        // `ring.len()` is zero or a power of two; callers check for zero.
+        (id.get() as usize / SHARDS) & (self.ring.len().wrapping_sub(1))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, id: NonZeroU64) -> Option<&Record> {
+        if !self.ring.is_empty() {
+            if let Some((held, record)) = &self.ring[self.slot(id)] {
+                if *held == id {
+                    return Some(record);
+                }
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(&id)
+    }
+
+    fn get_mut(&mut self, id: NonZeroU64) -> Option<&mut Record> {
+        if !self.ring.is_empty() {
+            let slot = self.slot(id);
+            if matches!(&self.ring[slot], Some((held, _)) if *held == id) {
+                return self.ring[slot].as_mut().map(|(_, record)| record);
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get_mut(&id)
+    }
+
+    fn contains(&self, id: NonZeroU64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds the record of a task not yet in the shard.
+    fn insert(&mut self, id: NonZeroU64, record: Record) {
+        self.len += 1;
+        if self.ring.is_empty() {
+            self.ring = empty_ring(INITIAL_RING);
+        }
+        let mut slot = self.slot(id);
+        if self.ring[slot].is_some() && self.len > self.ring.len() / 2 && self.ring.len() < MAX_RING
+        {
+            // Dense enough that collisions would become the rule: double.
+            self.grow();
+            slot = self.slot(id);
+        }
+        self.place(slot, id, record);
+    }
+
+    fn place(&mut self, slot: usize, id: NonZeroU64, record: Record) {
+        match &mut self.ring[slot] {
+            free @ None => *free = Some((id, record)),
+            Some(_) => {
+                self.overflow.insert(id, record);
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = empty_ring(self.ring.len() * 2);
+        let old = std::mem::replace(&mut self.ring, doubled);
+        let overflow = std::mem::take(&mut self.overflow);
+        for (id, record) in old.into_vec().into_iter().flatten().chain(overflow) {
+            self.place(self.slot(id), id, record);
+        }
+    }
+
+    fn remove(&mut self, id: NonZeroU64) -> Option<Record> {
+        if !self.ring.is_empty() {
+            let slot = self.slot(id);
+            if matches!(&self.ring[slot], Some((held, _)) if *held == id) {
+                self.len -= 1;
+                return self.ring[slot].take().map(|(_, record)| record);
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        let record = self.overflow.remove(&id)?;
+        self.len -= 1;
+        Some(record)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (NonZeroU64, &Record)> {
+        let ring = self.ring.iter().flatten().map(|(id, record)| (*id, record));
+        ring.chain(self.overflow.iter().map(|(id, record)| (*id, record)))
+    }
+}
+
+fn empty_ring(len: usize) -> Box<[Option<(NonZeroU64, Record)>]> {
+    (0..len).map(|_| None).collect()
+}
+
 /// Live tasks of one context in one shard.
 struct ContextEntry {
     ctx: Arc<Context>,
@@ -207,7 +330,7 @@ struct ContextEntry {
 
 #[derive(Default)]
 struct Shard {
-    live: FxHashMap<NonZeroU64, Record>,
+    live: Records,
     contexts: FxHashMap<NonNull<Context>, ContextEntry>,
     /// Scopes opened inside a task of this shard (owner id → the contexts
     /// its children get, innermost last), kept with the owner's record so
@@ -314,7 +437,7 @@ impl Registry {
             if !shard.polls.is_empty() {
                 shard.polls.remove(&id);
             }
-            let Some(record) = shard.live.remove(&id) else {
+            let Some(record) = shard.live.remove(id) else {
                 if shard.early_ends.len() == EARLY_ENDS_PER_SHARD {
                     shard.early_ends.pop_front();
                 }
@@ -357,7 +480,7 @@ impl Registry {
         f: impl FnOnce(Option<&Context>) -> T,
     ) -> Result<T, ()> {
         let shard = self.shard(id).lock();
-        let record = shard.live.get(&id).ok_or(())?;
+        let record = shard.live.get(id).ok_or(())?;
         Ok(f(record.context()))
     }
 
@@ -370,7 +493,7 @@ impl Registry {
     pub(crate) fn spawner(&self, id: NonZeroU64) -> (Result<Spawner, ()>, Option<Arc<Context>>) {
         let shard = self.shard(id).lock();
         let anchor = anchor_in(&shard, id);
-        let spawner = shard.live.get(&id).ok_or(()).map(|record| Spawner {
+        let spawner = shard.live.get(id).ok_or(()).map(|record| Spawner {
             ctx: record.ctx,
             label: record.label.as_ref().map(|l| NonNull::from(&**l)),
         });
@@ -430,7 +553,7 @@ impl Registry {
         for &id in ids {
             let mut guard = self.shard(id).lock();
             let shard = &mut *guard;
-            let Some(record) = shard.live.get_mut(&id) else {
+            let Some(record) = shard.live.get_mut(id) else {
                 continue;
             };
             let Some(old) = record.ctx else { continue };
@@ -472,7 +595,7 @@ impl Registry {
 
     /// Whether task `id` is alive.
     pub(crate) fn contains(&self, id: NonZeroU64) -> bool {
-        self.shard(id).lock().live.contains_key(&id)
+        self.shard(id).lock().live.contains(id)
     }
 
     /// Live tasks that belong to `scope`.
@@ -536,7 +659,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
             for (id, record) in shard.live.iter() {
-                f(*id, record, shard.polls.get(id).copied());
+                f(id, record, shard.polls.get(&id).copied());
             }
         }
     }
@@ -544,7 +667,7 @@ impl Registry {
     /// Counts a poll of a live task that ended at `now_ns`.
     pub(crate) fn polled(&self, id: NonZeroU64, now_ns: u64) {
         let mut shard = self.shard(id).lock();
-        if !shard.live.contains_key(&id) {
+        if !shard.live.contains(id) {
             return;
         }
         let stats = shard.polls.entry(id).or_insert(PollStats {
@@ -715,6 +838,36 @@ mod tests {
         }
         let entries = registry.shards[1].0.lock().contexts.len();
         assert!(entries <= CONTEXT_SWEEP_AT, "{entries} entries kept");
+    }
+
+    #[test]
+    fn records_sharing_a_ring_slot_overflow_and_survive_growth() {
+        let registry = Registry::default();
+        // Same shard and same slot of the initial ring: ids one ring apart.
+        let stride = (SHARDS * INITIAL_RING) as u64;
+        let colliding: Vec<_> = (0..3u64).map(|n| id(3 + n * stride)).collect();
+        for &task in &colliding {
+            registry.insert(task, record(), None);
+        }
+        assert_eq!(registry.len(), 3);
+        assert!(colliding.iter().all(|&task| registry.contains(task)));
+        // Fill that shard densely: the ring doubles, every record moves.
+        let dense: Vec<_> = (1..=200u64).map(|n| id(3 + n * SHARDS as u64)).collect();
+        for &task in &dense {
+            if !registry.contains(task) {
+                registry.insert(task, record(), None);
+            }
+        }
+        let ring = registry.shards[3].0.lock().live.ring.len();
+        assert!(ring > INITIAL_RING, "the ring grew: {ring} slots");
+        let mut seen = 0;
+        registry.for_each(|_, _, _| seen += 1);
+        assert_eq!(seen, registry.len());
+        for task in colliding.iter().chain(&dense) {
+            registry.remove(*task);
+        }
+        assert_eq!(registry.len(), 0);
+        assert!(colliding.iter().all(|&task| !registry.contains(task)));
     }
 
     #[test]
