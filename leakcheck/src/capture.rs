@@ -24,7 +24,7 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Most return addresses kept per spawn backtrace: the ~13 frames of
@@ -53,7 +53,7 @@ pub(crate) fn addresses(id: StackId) -> Box<[usize]> {
     let stacks = table().stacks.read();
     stacks
         .get(id.0.get() as usize - 1)
-        .cloned()
+        .map(|frames| Box::from(*frames))
         .unwrap_or_default()
 }
 
@@ -229,33 +229,48 @@ fn walk(out: &mut [usize; MAX_FRAMES]) -> usize {
     unwind(out)
 }
 
+/// Shards of the intern index, picked by the stack's hash, so that misses of
+/// the per-thread caches on two workers rarely take the same lock.
+const INDEX_SHARDS: usize = 16;
+
 struct StackTable {
-    /// Interned stacks; `StackId(n)` is `stacks[n - 1]`.
-    stacks: RwLock<Vec<Box<[usize]>>>,
-    index: Mutex<FxHashMap<Box<[usize]>, StackId>>,
+    /// Interned stacks; `StackId(n)` is `stacks[n - 1]`. Never freed: an
+    /// interned stack is referenced by id from records and reports for the
+    /// rest of the process, so its addresses are leaked into `&'static`
+    /// slices that the index and the per-thread caches share.
+    stacks: RwLock<Vec<&'static [usize]>>,
+    index: [IndexShard; INDEX_SHARDS],
 }
+
+#[repr(align(128))]
+#[derive(Default)]
+struct IndexShard(RwLock<FxHashMap<&'static [usize], StackId>>);
 
 fn table() -> &'static StackTable {
     static TABLE: OnceLock<StackTable> = OnceLock::new();
     TABLE.get_or_init(|| StackTable {
         stacks: RwLock::new(Vec::new()),
-        index: Mutex::new(FxHashMap::default()),
+        index: std::array::from_fn(|_| IndexShard::default()),
     })
 }
 
-/// Entries of the per-thread cache in front of the global table.
-const CACHE_SLOTS: usize = 64;
+/// Entries of the per-thread cache in front of the shared index: enough for
+/// a thousand distinct stacks (a server's request paths, a test spawning
+/// from many helpers) at 32 bytes each.
+const CACHE_SLOTS: usize = 1024;
 
+#[derive(Clone, Copy)]
 struct CacheSlot {
     hash: u64,
-    len: usize,
-    frames: [usize; MAX_FRAMES],
+    /// The interned addresses themselves, not a copy: filling a slot writes
+    /// 32 bytes.
+    frames: &'static [usize],
     id: Option<StackId>,
 }
 
 thread_local! {
-    // A spawn loop hits the same stack again and again: a direct-mapped cache
-    // per thread answers those without touching the shared table's lock.
+    // A spawn loop hits the same stacks again and again: a direct-mapped
+    // cache per thread answers those without touching the shared index.
     static CACHE: RefCell<Vec<CacheSlot>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -265,47 +280,55 @@ fn intern(frames: &[usize]) -> Option<StackId> {
     let cached = CACHE.try_with(|cache| {
         let cache = cache.try_borrow().ok()?;
         let entry = cache.get(slot)?;
-        (entry.hash == hash && entry.frames[..entry.len] == *frames)
+        (entry.hash == hash && entry.frames == frames)
             .then_some(entry.id)
             .flatten()
     });
     if let Ok(Some(id)) = cached {
         return Some(id);
     }
-    let id = intern_shared(frames)?;
+    let (id, interned) = intern_shared(frames, hash)?;
     let _ = CACHE.try_with(|cache| {
         let Ok(mut cache) = cache.try_borrow_mut() else {
             return;
         };
         if cache.is_empty() {
-            cache.extend((0..CACHE_SLOTS).map(|_| CacheSlot {
+            let empty = CacheSlot {
                 hash: 0,
-                len: 0,
-                frames: [0; MAX_FRAMES],
+                frames: &[],
                 id: None,
-            }));
+            };
+            cache.resize(CACHE_SLOTS, empty);
         }
-        let entry = &mut cache[slot];
-        entry.hash = hash;
-        entry.len = frames.len();
-        entry.frames[..frames.len()].copy_from_slice(frames);
-        entry.id = Some(id);
+        cache[slot] = CacheSlot {
+            hash,
+            frames: interned,
+            id: Some(id),
+        };
     });
     Some(id)
 }
 
-/// `None` once 2³² − 1 distinct stacks are interned: later ones go without.
-fn intern_shared(frames: &[usize]) -> Option<StackId> {
+/// The id and interned addresses of `frames`; `None` once 2³² − 1 distinct
+/// stacks are interned: later ones go without.
+fn intern_shared(frames: &[usize], hash: u64) -> Option<(StackId, &'static [usize])> {
     let table = table();
-    let mut index = table.index.lock();
-    if let Some(id) = index.get(frames) {
-        return Some(*id);
+    // The high half: the low bits already picked the per-thread cache slot.
+    let shard = &table.index[(hash >> 32) as usize % INDEX_SHARDS].0;
+    if let Some((interned, id)) = shard.read().get_key_value(frames) {
+        return Some((*id, *interned));
+    }
+    let mut index = shard.write();
+    if let Some((interned, id)) = index.get_key_value(frames) {
+        return Some((*id, *interned));
     }
     let mut stacks = table.stacks.write();
     let id = StackId(NonZeroU32::new(u32::try_from(stacks.len() + 1).ok()?)?);
-    stacks.push(frames.into());
-    index.insert(frames.into(), id);
-    Some(id)
+    let interned: &'static [usize] = Box::leak(frames.into());
+    stacks.push(interned);
+    drop(stacks);
+    index.insert(interned, id);
+    Some((id, interned))
 }
 
 #[cfg(test)]
