@@ -133,9 +133,9 @@
 //! The spawn hook captures the spawn site (free) and, with backtraces on, up
 //! to 64 return addresses by a bounded frame-pointer walk, interned so equal
 //! stacks are stored once; symbols are resolved only for reported tasks.
-//! Records live in 64 sharded maps (48 bytes each). See `BENCHMARKS.md` for
-//! measured ratios against an untracked runtime, tokio-metrics and
-//! console-subscriber.
+//! Records live in 16 shards, each a ring indexed by task id (48 bytes per
+//! record). See `BENCHMARKS.md` for measured ratios against an untracked
+//! runtime, tokio-metrics and console-subscriber.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
