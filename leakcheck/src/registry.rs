@@ -10,12 +10,13 @@
 //! the worker that runs the terminate — and a scope's live count is the sum
 //! over 16 shards of a handful of entries: O(shards), not O(tasks).
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 use rustc_hash::FxHashMap;
@@ -355,7 +356,88 @@ unsafe impl Send for Shard {}
 
 #[repr(align(128))]
 #[derive(Default)]
-struct Padded(Mutex<Shard>);
+struct Padded(ShardLock<Shard>);
+
+/// The shards' lock: a spin lock whose unlock is a plain release store, where
+/// a mutex's unlock is a second atomic read-modify-write (it must look for
+/// parked waiters). Every spawn and every terminate takes one shard lock for
+/// a few dozen nanoseconds; with round-robin shards, two threads rarely want
+/// the same one, and a waiter that spins too long yields its time slice (the
+/// holder may have been preempted). Longer holds — a report walking a shard's
+/// records — are rare and off the hot path.
+#[derive(Default)]
+struct ShardLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `value` to one thread at a time.
+unsafe impl<T: Send> Sync for ShardLock<T> {}
+
+/// Spins before a waiter starts yielding.
+const SPINS_BEFORE_YIELD: u32 = 64;
+
+impl<T> ShardLock<T> {
+    #[inline]
+    fn lock(&self) -> ShardGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        ShardGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < SPINS_BEFORE_YIELD {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+struct ShardGuard<'a, T> {
+    lock: &'a ShardLock<T>,
+}
+
+impl<T> std::ops::Deref for ShardGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for ShardGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, and `&mut self` is unique.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for ShardGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
 
 /// Live records of one tracker.
 pub(crate) struct Registry {
@@ -385,7 +467,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, id: NonZeroU64) -> &Mutex<Shard> {
+    fn shard(&self, id: NonZeroU64) -> &ShardLock<Shard> {
         // Task ids are sequential: the low bits spread consecutive spawns
         // round-robin over the shards.
         &self.shards[id.get() as usize % SHARDS].0
@@ -871,6 +953,30 @@ mod tests {
         }
         assert_eq!(registry.len(), 0);
         assert!(colliding.iter().all(|&task| !registry.contains(task)));
+    }
+
+    #[test]
+    fn shard_lock_excludes_other_threads() {
+        let lock = Arc::new(ShardLock::<u64>::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        let mut value = lock.lock();
+                        // A read and a write apart: a second holder would
+                        // lose updates.
+                        let seen = *value;
+                        std::hint::black_box(&mut *value);
+                        *value = seen + 1;
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(*lock.lock(), 200_000);
     }
 
     #[test]
