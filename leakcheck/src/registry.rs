@@ -364,7 +364,10 @@ struct Padded(ShardLock<Shard>);
 /// a few dozen nanoseconds; with round-robin shards, two threads rarely want
 /// the same one, and a waiter that spins too long yields its time slice (the
 /// holder may have been preempted). Longer holds — a report walking a shard's
-/// records — are rare and off the hot path.
+/// records — are rare and off the hot path. Written here because no crate in
+/// the tree offers that pair: parking_lot's unlock is a compare-exchange (the
+/// RMW this saves, 50–67% of insert/remove samples under `perf`), and the
+/// `spin` crate's locks either spin for ever or yield at once.
 #[derive(Default)]
 struct ShardLock<T> {
     locked: AtomicBool,
