@@ -235,13 +235,19 @@ impl Records {
         self.len
     }
 
+    /// The ring slot holding `id`'s record, if the ring (not the overflow
+    /// map) holds it.
+    fn ring_slot_of(&self, id: NonZeroU64) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let slot = self.slot(id);
+        matches!(&self.ring[slot], Some((held, _)) if *held == id).then_some(slot)
+    }
+
     fn get(&self, id: NonZeroU64) -> Option<&Record> {
-        if !self.ring.is_empty() {
-            if let Some((held, record)) = &self.ring[self.slot(id)] {
-                if *held == id {
-                    return Some(record);
-                }
-            }
+        if let Some(slot) = self.ring_slot_of(id) {
+            return self.ring[slot].as_ref().map(|(_, record)| record);
         }
         if self.overflow.is_empty() {
             return None;
@@ -250,11 +256,8 @@ impl Records {
     }
 
     fn get_mut(&mut self, id: NonZeroU64) -> Option<&mut Record> {
-        if !self.ring.is_empty() {
-            let slot = self.slot(id);
-            if matches!(&self.ring[slot], Some((held, _)) if *held == id) {
-                return self.ring[slot].as_mut().map(|(_, record)| record);
-            }
+        if let Some(slot) = self.ring_slot_of(id) {
+            return self.ring[slot].as_mut().map(|(_, record)| record);
         }
         if self.overflow.is_empty() {
             return None;
@@ -301,12 +304,9 @@ impl Records {
     }
 
     fn remove(&mut self, id: NonZeroU64) -> Option<Record> {
-        if !self.ring.is_empty() {
-            let slot = self.slot(id);
-            if matches!(&self.ring[slot], Some((held, _)) if *held == id) {
-                self.len -= 1;
-                return self.ring[slot].take().map(|(_, record)| record);
-            }
+        if let Some(slot) = self.ring_slot_of(id) {
+            self.len -= 1;
+            return self.ring[slot].take().map(|(_, record)| record);
         }
         if self.overflow.is_empty() {
             return None;
