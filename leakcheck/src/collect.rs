@@ -33,11 +33,16 @@ pub(crate) struct TaskView {
 
 impl TaskView {
     pub(crate) fn site(&self) -> SourceLocation {
-        SourceLocation {
-            file: crate::paths::relative(self.site.file()),
-            line: self.site.line(),
-            column: self.site.column(),
-        }
+        source_location(self.site)
+    }
+}
+
+/// A spawn location as reports show it: the file workspace-relative.
+fn source_location(site: &Location<'_>) -> SourceLocation {
+    SourceLocation {
+        file: crate::paths::relative(site.file()),
+        line: site.line(),
+        column: site.column(),
     }
 }
 
@@ -233,14 +238,7 @@ pub(crate) fn live_by_site(tracker: &Tracker) -> Vec<(SourceLocation, usize)> {
     });
     let mut sites: Vec<(SourceLocation, usize)> = counts
         .into_iter()
-        .map(|(site, count)| {
-            let site = SourceLocation {
-                file: crate::paths::relative(site.file()),
-                line: site.line(),
-                column: site.column(),
-            };
-            (site, count)
-        })
+        .map(|(site, count)| (source_location(site), count))
         .collect();
     sites.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     sites

@@ -87,13 +87,24 @@ const MAX_TRACE_FRAMES: usize = 16;
 const MAX_TRACES: usize = 8;
 
 /// Where each task in `ids` is parked, trimmed to the user's frames, or why
-/// no task dump was taken (for the report to say).
+/// no task dump was taken (for the report to say). `others_in_poll`: whether
+/// a task other than the caller is inside a poll now, which rules out a
+/// multi-thread dump (see [`claim_task_dump`]).
 #[cfg(leakcheck_taskdump)]
-pub(crate) async fn parked(ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, String> {
+pub(crate) async fn parked(
+    ids: &[u64],
+    others_in_poll: bool,
+) -> Result<FxHashMap<u64, ParkedAt>, String> {
     let mut parked = FxHashMap::default();
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return Err("verified outside a tokio runtime, so no task dump could be taken".to_owned());
     };
+    if others_in_poll && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(
+            "another task was inside a poll: a busy worker can wedge tokio's multi-thread task dump"
+                .to_owned(),
+        );
+    }
     claim_task_dump(&handle)?;
     let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
     let Some(dump) = crate::clock::within(deadline, handle.dump()).await else {
@@ -144,7 +155,10 @@ pub(crate) async fn parked(ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, Stri
 /// Without tokio's task dump there is nothing to add (and nothing to
 /// explain: the build chose it).
 #[cfg(not(leakcheck_taskdump))]
-pub(crate) async fn parked(_ids: &[u64]) -> Result<FxHashMap<u64, ParkedAt>, String> {
+pub(crate) async fn parked(
+    _ids: &[u64],
+    _others_in_poll: bool,
+) -> Result<FxHashMap<u64, ParkedAt>, String> {
     Ok(FxHashMap::default())
 }
 

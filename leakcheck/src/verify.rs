@@ -273,11 +273,9 @@ impl VerifyGuard {
             Ok(Default::default())
         } else if watch.worker_blocked() {
             Err("a worker has been inside one task's poll for the whole grace, and a task dump waits for every worker".to_owned())
-        } else if multi_thread() && watch.another_task_in_poll() {
-            Err("another task was inside a poll: a busy worker can wedge tokio's multi-thread task dump".to_owned())
         } else {
             let ids: Vec<u64> = tasks.iter().map(|t| t.id.get()).collect();
-            crate::dump::parked(&ids).await
+            crate::dump::parked(&ids, watch.another_task_in_poll()).await
         };
         let (parked, parked_at_missing) = match parked {
             Ok(parked) => (parked, None),
@@ -401,10 +399,4 @@ impl Drop for VerifyGuard {
             }
         }
     }
-}
-
-/// Whether the current runtime is a multi-thread one.
-fn multi_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
