@@ -220,16 +220,23 @@ fn ignore_patterns_match_site_suffix_and_function_prefix() {
     verdict_ignoring(Some("detect.rs:1"), None).expect_err("`file:line` must match the line");
 }
 
+/// A leaked task parked on a tokio channel in a frame of its own: what the
+/// "parked at" tests look for in a task dump.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[inline(never)]
+async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 #[test]
 fn report_says_where_each_leaked_task_is_parked() {
-    #[inline(never)]
-    async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
-        let _ = rx.await;
-    }
     // Repeated, with a hundred leaked tasks, on a multi-thread runtime: the
     // task dump must neither hang nor miss the parked future.
     for _ in 0..20 {
@@ -632,10 +639,6 @@ fn recursion_is_folded_in_the_text_report() {
 ))]
 #[test]
 fn leaked_tasks_say_where_they_are_parked_up_to_each_flavors_dump_limit() {
-    #[inline(never)]
-    async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
-        let _ = rx.await;
-    }
     // (flavor, leaked tasks, how many get a parked-at): a current-thread
     // runtime is dumped up to MAX_DUMPED_TASKS live tasks, a multi-thread one
     // only up to MAX_DUMPED_TASKS_MULTI_THREAD, above which tokio's dump can
@@ -684,10 +687,6 @@ fn a_multi_thread_runtime_is_dumped_once() {
     // tokio 1.54 can wedge a multi-thread runtime's worker for good on its
     // second task dump: the first leaking scope gets "parked at", the next
     // one says why it has none.
-    #[inline(never)]
-    async fn wait_for_shutdown(rx: tokio::sync::oneshot::Receiver<()>) {
-        let _ = rx.await;
-    }
     let tracker = leakcheck::Tracker::new();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     tracker.install(builder.worker_threads(2).enable_all());
