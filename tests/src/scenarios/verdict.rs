@@ -50,9 +50,9 @@ pub struct RunResult {
     /// task group to name (see [`Accounting::top_unaccounted`]).
     pub detected_site: Option<String>,
     /// Where most stranded or leaked tasks are parked: the most common stuck frame of the
-    /// server's task dump after quiescence, above its dump at the baseline
+    /// server's task dump after quiescence, over the tasks not alive at the baseline
     /// ([`crate::server::TaskDump::stuck_at`]); `None` when no dump could be taken or it has
-    /// no task above the baseline, and then `stuck_at_reason` says why.
+    /// no such task, and then `stuck_at_reason` says why.
     pub stuck_at: Option<StuckAt>,
     /// Why `stuck_at` is `None`.
     pub stuck_at_reason: Option<String>,
