@@ -53,32 +53,73 @@ static DUMPED_MULTI_THREAD: parking_lot::Mutex<Vec<tokio::runtime::Id>> =
 /// know that no other task is inside a poll (leakcheck checks its poll
 /// hooks' record).
 pub fn claim_task_dump(handle: &tokio::runtime::Handle) -> Result<(), String> {
+    claim(handle, None).map_err(Refused::into_reason)
+}
+
+/// Why [`claim`] refused a dump.
+enum Refused {
+    /// For now: this task was inside a poll.
+    Busy(u64),
+    /// For good, or until the runtime has fewer live tasks: the reason.
+    Unsafe(String),
+}
+
+impl Refused {
+    fn into_reason(self) -> String {
+        match self {
+            Refused::Busy(task) => format!(
+                "task {task} stayed inside a poll: a busy worker can wedge tokio's multi-thread task dump; try again when the runtime is idle"
+            ),
+            Refused::Unsafe(reason) => reason,
+        }
+    }
+}
+
+/// [`claim_task_dump`], also refused on a multi-thread runtime while `busy`
+/// (a task other than the caller) is inside a poll. The lasting refusals
+/// come first, so a caller who retries is not told to wait for nothing.
+fn claim(handle: &tokio::runtime::Handle, busy: Option<u64>) -> Result<(), Refused> {
     let live = handle.metrics().num_alive_tasks();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         if live > MAX_DUMPED_TASKS {
-            return Err(format!(
+            return Err(Refused::Unsafe(format!(
                 "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS} (tokio traces every live task)"
-            ));
+            )));
         }
         return Ok(());
     }
     if live > MAX_DUMPED_TASKS_MULTI_THREAD {
-        return Err(format!(
+        return Err(Refused::Unsafe(format!(
             "{live} live tasks: a task dump is only taken with at most {MAX_DUMPED_TASKS_MULTI_THREAD} on a multi-thread runtime (above it tokio's dump can spin forever and stop the runtime)"
-        ));
+        )));
     }
     #[cfg(tokio_unstable)]
     {
         let mut dumped = DUMPED_MULTI_THREAD.lock();
         if dumped.contains(&handle.id()) {
-            return Err("this multi-thread runtime has had its one task dump (a second can wedge one of its workers for good in tokio 1.54)".to_owned());
+            return Err(Refused::Unsafe("this multi-thread runtime has had its one task dump (a second can wedge one of its workers for good in tokio 1.54)".to_owned()));
+        }
+        if let Some(task) = busy {
+            return Err(Refused::Busy(task));
         }
         dumped.push(handle.id());
         Ok(())
     }
     #[cfg(not(tokio_unstable))]
-    Err("task dumps need --cfg tokio_unstable".to_owned())
+    {
+        let _ = busy;
+        Err(Refused::Unsafe(
+            "task dumps need --cfg tokio_unstable".to_owned(),
+        ))
+    }
 }
+
+/// How long a dump waits for the other tasks of a multi-thread runtime to
+/// leave their polls: a connection closing or a timer firing is over in
+/// well under a millisecond; a task that polls for longer is busy, and the
+/// dump is refused.
+#[cfg(leakcheck_taskdump)]
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Frames kept per parked trace; deeper frames are counted, not shown.
 const MAX_TRACE_FRAMES: usize = 16;
@@ -86,33 +127,72 @@ const MAX_TRACE_FRAMES: usize = 16;
 /// Traces kept per task (one per awaited leaf future); more are counted.
 const MAX_TRACES: usize = 8;
 
+/// tokio's task dump of the current runtime under the rules above: the
+/// runtime may be dumped ([`claim_task_dump`]), on a multi-thread runtime no
+/// other task is inside a poll (`busy` names one that is, from the poll
+/// hooks: a busy worker can make another give up on the trace barrier; it
+/// is asked again every millisecond for up to [`IDLE_WAIT`]), and every
+/// worker checks in within [`DUMP_TIMEOUT`]. `Err` says which rule refused.
+#[cfg(leakcheck_taskdump)]
+async fn take(busy: impl Fn() -> Option<u64>) -> Result<tokio::runtime::Dump, String> {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return Err("outside a tokio runtime, so no task dump could be taken".to_owned());
+    };
+    let idle_by = std::time::Instant::now() + IDLE_WAIT;
+    loop {
+        match claim(&handle, busy()) {
+            Ok(()) => break,
+            Err(Refused::Busy(_)) if std::time::Instant::now() < idle_by => {
+                crate::clock::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(refused) => return Err(refused.into_reason()),
+        }
+    }
+    let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
+    crate::clock::within(deadline, handle.dump())
+        .await
+        .ok_or_else(|| {
+            format!(
+                "tokio's task dump did not finish within {} s (a worker did not check in)",
+                DUMP_TIMEOUT.as_secs()
+            )
+        })
+}
+
+/// The task dump of the current runtime as text, one `task ID:` block per
+/// task with its trace, as tokio prints it; see [`take`] for when it is
+/// refused.
+#[cfg(leakcheck_taskdump)]
+pub(crate) async fn text(busy: impl Fn() -> Option<u64>) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let dump = take(busy).await?;
+    let mut text = String::new();
+    for task in dump.tasks().iter() {
+        let _ = writeln!(text, "task {}:\n{}\n", task.id(), task.trace());
+    }
+    Ok(text)
+}
+
+/// Without tokio's task dump there is no text to give.
+#[cfg(not(leakcheck_taskdump))]
+pub(crate) async fn text(_busy: impl Fn() -> Option<u64>) -> Result<String, String> {
+    Err(NO_TASK_DUMP.to_owned())
+}
+
+/// Why a build has no task dump.
+#[cfg(not(leakcheck_taskdump))]
+const NO_TASK_DUMP: &str = "task dumps need --cfg tokio_unstable, leakcheck's `taskdump` feature and Linux on x86, x86_64, aarch64 or s390x";
+
 /// Where each task in `ids` is parked, trimmed to the user's frames, or why
-/// no task dump was taken (for the report to say). `others_in_poll`: whether
-/// a task other than the caller is inside a poll now, which rules out a
-/// multi-thread dump (see [`claim_task_dump`]).
+/// no task dump was taken (for the report to say). `busy`: a task other than
+/// the caller inside a poll now (see [`take`]).
 #[cfg(leakcheck_taskdump)]
 pub(crate) async fn parked(
     ids: &[u64],
-    others_in_poll: bool,
+    busy: impl Fn() -> Option<u64>,
 ) -> Result<FxHashMap<u64, ParkedAt>, String> {
     let mut parked = FxHashMap::default();
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return Err("verified outside a tokio runtime, so no task dump could be taken".to_owned());
-    };
-    if others_in_poll && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(
-            "another task was inside a poll: a busy worker can wedge tokio's multi-thread task dump"
-                .to_owned(),
-        );
-    }
-    claim_task_dump(&handle)?;
-    let deadline = std::time::Instant::now() + DUMP_TIMEOUT;
-    let Some(dump) = crate::clock::within(deadline, handle.dump()).await else {
-        return Err(format!(
-            "tokio's task dump did not finish within {} s (a worker did not check in)",
-            DUMP_TIMEOUT.as_secs()
-        ));
-    };
+    let dump = take(busy).await?;
     for task in dump.tasks().iter() {
         let id = crate::tracker::task_id(task.id()).get();
         if !ids.contains(&id) {
@@ -157,7 +237,7 @@ pub(crate) async fn parked(
 #[cfg(not(leakcheck_taskdump))]
 pub(crate) async fn parked(
     _ids: &[u64],
-    _others_in_poll: bool,
+    _busy: impl Fn() -> Option<u64>,
 ) -> Result<FxHashMap<u64, ParkedAt>, String> {
     Ok(FxHashMap::default())
 }

@@ -61,7 +61,8 @@
 //!   never fails. A multi-thread runtime is dumped at most once, with at most
 //!   [`MAX_DUMPED_TASKS_MULTI_THREAD`] live tasks (tokio 1.54's multi-thread
 //!   dump can otherwise stop the runtime; see [`claim_task_dump`]); a report
-//!   without "parked at" says why.
+//!   without "parked at" says why. [`Tracker::task_dump`] gives the same dump,
+//!   under the same rules, as text for a debug endpoint.
 //! - `task-names` (off by default): `TaskNames`, a `tracing-subscriber`
 //!   layer that gives reports the names tasks were spawned with
 //!   (`tokio::task::Builder::name`): tokio's hooks do not pass names, its

@@ -41,6 +41,15 @@ impl PollSlots {
             })
             .collect()
     }
+
+    /// Each task inside a poll now, the calling one aside, with when it
+    /// entered it.
+    pub(crate) fn others_in_poll(&self) -> impl Iterator<Item = (u64, u64)> + use<> {
+        let current = tokio::task::try_id().map(|id| crate::tracker::task_id(id).get());
+        self.in_poll()
+            .into_iter()
+            .filter(move |&(task, _)| Some(task) != current)
+    }
 }
 
 thread_local! {
@@ -151,21 +160,22 @@ impl GraceWatch {
             .any(|since| now.saturating_sub(since) >= self.grace_ns)
     }
 
-    /// Whether any task but the calling one is inside a poll now: on a
+    /// A task but the calling one inside a poll now, if any: on a
     /// multi-thread runtime its worker is busy, and tokio's dump must not
     /// start then (see `dump::claim_task_dump`).
-    pub(crate) fn another_task_in_poll(&self) -> bool {
-        self.others_in_poll().next().is_some()
+    pub(crate) fn another_task_in_poll(&self) -> Option<u64> {
+        self.inner
+            .poll_slots
+            .others_in_poll()
+            .next()
+            .map(|(task, _)| task)
     }
 
     /// When each task inside a poll now, the calling one aside, entered it.
     fn others_in_poll(&self) -> impl Iterator<Item = u64> {
-        let current = tokio::task::try_id().map(|id| crate::tracker::task_id(id).get());
         self.inner
             .poll_slots
-            .in_poll()
-            .into_iter()
-            .filter(move |&(task, _)| Some(task) != current)
+            .others_in_poll()
             .map(|(_, since)| since)
     }
 }

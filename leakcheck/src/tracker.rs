@@ -177,6 +177,25 @@ impl Tracker {
         crate::collect::live_by_site(self)
     }
 
+    /// tokio's task dump of the current runtime as text, one `task ID:` block
+    /// per task with where it is parked now, for a debug endpoint. `Err` says
+    /// why none was taken: a build without tokio's task dump, or one of the
+    /// rules that keep tokio 1.54's dump from wedging the runtime (too many
+    /// live tasks, a multi-thread runtime's one dump already taken — see
+    /// [`claim_task_dump`](crate::claim_task_dump) — another of this
+    /// tracker's tasks inside a poll for 200 ms on a multi-thread runtime, or
+    /// a worker that did not check in within 2 s).
+    pub async fn task_dump(&self) -> Result<String, String> {
+        let busy = || {
+            self.inner
+                .poll_slots
+                .others_in_poll()
+                .next()
+                .map(|(task, _)| task)
+        };
+        crate::dump::text(busy).await
+    }
+
     /// Number of live tracked tasks.
     pub fn live(&self) -> usize {
         self.inner.registry.len()

@@ -275,7 +275,7 @@ impl VerifyGuard {
             Err("a worker has been inside one task's poll for the whole grace, and a task dump waits for every worker".to_owned())
         } else {
             let ids: Vec<u64> = tasks.iter().map(|t| t.id.get()).collect();
-            crate::dump::parked(&ids, watch.another_task_in_poll()).await
+            crate::dump::parked(&ids, || watch.another_task_in_poll()).await
         };
         let (parked, parked_at_missing) = match parked {
             Ok(parked) => (parked, None),

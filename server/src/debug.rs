@@ -1,5 +1,5 @@
-//! The loopback-only debug endpoints: live tasks (/debug/tasks), a tokio task dump
-//! (/debug/dump) and when each request ended and its last task ended (/debug/cancellations).
+//! What /debug/cancellations serves: when each request ended and when its last task ended.
+//! (/debug/tasks and /debug/dump come from leakcheck: `TasksService`, `Tracker::task_dump`.)
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -11,9 +11,6 @@ use crate::metrics::Histogram;
 
 /// Most request ids /debug/cancellations remembers; older ones are forgotten first.
 pub const CANCELLATION_LOG_CAPACITY: usize = 65_536;
-
-/// How long /debug/dump waits for every worker to check in before answering 503.
-pub const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// When each request ended (its handler or streamed body dropped) and when its last labeled
 /// task ended (leakcheck's `on_label_drained`): a request is gone at the later of its entries.
@@ -116,52 +113,6 @@ impl CancellationLog {
         })
         .unwrap_or_else(|_| String::from("{\"drained\":[]}"))
     }
-}
-
-/// A text task dump of the current runtime, or why none was taken: one leakcheck's
-/// [`claim_task_dump`](leakcheck::claim_task_dump) gives (too many live tasks for tokio's dump to
-/// be safe, or the multi-thread runtime's one dump already taken), or workers that did not check
-/// in within [`DUMP_TIMEOUT`]. Take it when the server is quiet: a worker busy in a long poll can
-/// wedge tokio's multi-thread dump.
-#[cfg(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "s390x"
-    )
-))]
-pub async fn task_dump() -> Result<String, String> {
-    let handle = tokio::runtime::Handle::current();
-    if let Err(refusal) = leakcheck::claim_task_dump(&handle) {
-        return Err(format!("{refusal}; use /debug/tasks\n"));
-    }
-    let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
-        .await
-        .map_err(|_| "task dump timed out: a worker did not check in\n".to_owned())?;
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    for task in dump.tasks().iter() {
-        let _ = writeln!(text, "task {}:\n{}\n", task.id(), task.trace());
-    }
-    Ok(text)
-}
-
-/// Task dumps need `--cfg tokio_unstable` on Linux x86/x86_64/aarch64/s390x.
-#[cfg(not(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "s390x"
-    )
-)))]
-pub async fn task_dump() -> Result<String, String> {
-    Err("task dumps need --cfg tokio_unstable on Linux (x86, x86_64, aarch64, s390x)\n".to_owned())
 }
 
 #[cfg(test)]

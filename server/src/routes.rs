@@ -31,7 +31,7 @@ use leakcheck::service::TasksService;
 use crate::bugs::Bug;
 use crate::config::Config;
 use crate::deadline::{ArmedDeadline, ResponseDeadline};
-use crate::debug::{self, CancellationLog, Stage};
+use crate::debug::{CancellationLog, Stage};
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -669,13 +669,24 @@ async fn debug_route(app: &App, path: &str) -> Response<ResponseBody> {
             ),
         },
         "/debug/cancellations" => json(app.cancellations.to_json()),
-        "/debug/dump" => match debug::task_dump().await {
-            Ok(text) => with_body(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                Bytes::from(text),
+        // leakcheck's dump, not `Handle::dump`: it refuses where tokio 1.54's
+        // dump would wedge the runtime, and says why.
+        "/debug/dump" => match &app.tracker {
+            Some(tracker) => match tracker.task_dump().await {
+                Ok(text) => with_body(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    Bytes::from(text),
+                ),
+                Err(reason) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{reason}; use /debug/tasks\n"),
+                ),
+            },
+            None => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "task tracking is off (--tracking off); the task dump is taken through it\n",
             ),
-            Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason),
         },
         _ => plain(
             StatusCode::NOT_FOUND,
