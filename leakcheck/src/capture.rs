@@ -19,13 +19,13 @@
 //! falls back to the unwinder, `backtrace::trace_unsynchronized`, as it does on
 //! builds without frame pointers.
 
-use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 
 /// Most return addresses kept per spawn backtrace: the ~13 frames of
 /// tokio's spawn path and leakcheck's hook (debug build), then room for 50
@@ -53,7 +53,7 @@ pub(crate) fn addresses(id: StackId) -> Box<[usize]> {
     let stacks = table().stacks.read();
     stacks
         .get(id.0.get() as usize - 1)
-        .map(|frames| Box::from(*frames))
+        .cloned()
         .unwrap_or_default()
 }
 
@@ -229,106 +229,266 @@ fn walk(out: &mut [usize; MAX_FRAMES]) -> usize {
     unwind(out)
 }
 
-/// Shards of the intern index, picked by the stack's hash, so that misses of
-/// the per-thread caches on two workers rarely take the same lock.
-const INDEX_SHARDS: usize = 16;
+/// Identity of a stack: two independent keyed hashes of its addresses, so
+/// that interning compares 16 bytes found without a lock instead of every
+/// address of a stack stored on some other (cold) cache line.
+///
+/// Stacks are merged on equal digests alone, without comparing addresses; a
+/// false merge is possible but provably negligible. Each half is a
+/// multilinear hash over the field of the Mersenne prime p = 2⁶¹ − 1,
+/// `Σ kᵢ·aᵢ mod p`, with one key per frame position drawn uniformly from
+/// [0, p) once per process (from the OS's randomness, through std's
+/// `RandomState`), independently of any stack. Two distinct stacks, padded
+/// with zeros to `MAX_FRAMES` (a stored address is never zero), differ at
+/// some position, so each half collides with probability exactly 1/p and
+/// both with 1/p² < 2⁻¹²¹. Over n distinct stacks in a process that is at
+/// most n²·2⁻¹²²: below 2⁻⁸¹ for a million stacks, below 2⁻⁵⁸ at the 2³²
+/// limit of [`StackId`]. Every address must be below p for the bound;
+/// addresses from 2⁶⁰ up (no user-space code lives there on the platforms
+/// with a frame-pointer walk) end the stack, like the walk's other signs of
+/// a garbage chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Digest([u64; 2]);
+
+const MERSENNE_61: u64 = (1 << 61) - 1;
+
+/// Addresses from here up are not kept (see [`Digest`]).
+const ADDRESS_LIMIT: usize = 1 << 60;
+
+/// The per-position keys of [`Digest`], the two halves' keys side by side so
+/// that a frame's pair is read from one cache line.
+fn digest_keys() -> &'static [[u64; 2]; MAX_FRAMES] {
+    static KEYS: OnceLock<[[u64; 2]; MAX_FRAMES]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        // SipHash-1-3 keyed with fresh OS randomness, over a counter: a
+        // stream independent of every stack. Rejection keeps each key
+        // uniform over [0, p).
+        let random = std::collections::hash_map::RandomState::new();
+        let mut counter = 0u64;
+        let mut next_key = || loop {
+            counter += 1;
+            let candidate = random.hash_one(counter) >> 3;
+            if candidate < MERSENNE_61 {
+                return candidate;
+            }
+        };
+        std::array::from_fn(|_| [next_key(), next_key()])
+    })
+}
+
+/// `v mod p` for the sums [`digest`] builds (below 2¹²⁸).
+fn reduce(v: u128) -> u64 {
+    let p = u128::from(MERSENNE_61);
+    // Each fold keeps the value's residue: 2⁶¹ ≡ 1 (mod p).
+    let v = (v & p) + (v >> 61);
+    let v = (v & p) + (v >> 61);
+    let v = v as u64;
+    if v >= MERSENNE_61 { v - MERSENNE_61 } else { v }
+}
+
+/// The digest of `frames` (at most `MAX_FRAMES`, none zero, all below
+/// [`ADDRESS_LIMIT`]).
+fn digest(frames: &[usize]) -> Digest {
+    let keys = digest_keys();
+    let (mut low, mut high) = (0u128, 0u128);
+    // Each product is below 2⁶⁰·2⁶¹: 64 of them sum below 2¹²⁷.
+    for (&address, &[k0, k1]) in frames.iter().zip(keys.iter()) {
+        let a = address as u128;
+        low += a * u128::from(k0);
+        high += a * u128::from(k1);
+    }
+    Digest([reduce(low), reduce(high)])
+}
+
+/// How many of `frames` to keep: up to the first address [`digest`] cannot
+/// take (zero or from [`ADDRESS_LIMIT`] up), which cannot be a return
+/// address into user code.
+fn usable_len(frames: &[usize]) -> usize {
+    let all = frames.iter().fold(0, |all, &a| all | a);
+    if all < ADDRESS_LIMIT && frames.iter().all(|&a| a != 0) {
+        return frames.len();
+    }
+    frames
+        .iter()
+        .position(|&a| a == 0 || a >= ADDRESS_LIMIT)
+        .unwrap_or(frames.len())
+}
 
 struct StackTable {
     /// Interned stacks; `StackId(n)` is `stacks[n - 1]`. Never freed: an
     /// interned stack is referenced by id from records and reports for the
-    /// rest of the process, so its addresses are leaked into `&'static`
-    /// slices that the index and the per-thread caches share.
-    stacks: RwLock<Vec<&'static [usize]>>,
-    index: [IndexShard; INDEX_SHARDS],
+    /// rest of the process.
+    stacks: RwLock<Vec<Box<[usize]>>>,
+    /// The current digest table, read without a lock (see [`FastSlot`]).
+    /// Replaced by one four times larger when half full; replaced tables are
+    /// leaked, not freed, since a lookup may still be reading one (together
+    /// they stay below a third of the current one's size).
+    fast: AtomicPtr<FastTable>,
+    /// The lock every insert takes, and what the largest table has no room
+    /// for.
+    slow: Mutex<SlowIndex>,
+    /// Whether `slow` holds any digest (lookups skip its lock otherwise).
+    slow_used: AtomicBool,
 }
 
-#[repr(align(128))]
 #[derive(Default)]
-struct IndexShard(RwLock<FxHashMap<&'static [usize], StackId>>);
+struct SlowIndex {
+    /// Digests interned once the largest table was half full.
+    map: FxHashMap<Digest, StackId>,
+    /// Digests in the current table.
+    fast_len: usize,
+}
+
+/// Slots of the first digest table (32 KiB, taken at the first spawn
+/// backtrace), and of the largest (2 MiB, for 32,768 stacks).
+const FIRST_FAST_SLOTS: usize = 1_024;
+const MAX_FAST_SLOTS: usize = 65_536;
+
+struct FastTable {
+    /// Length a power of two; at most half full, so probes stay short.
+    slots: Box<[FastSlot]>,
+}
+
+/// One digest → id entry, written once and never changed: a reader that sees
+/// `tag` (published last, with release) also sees the rest.
+#[repr(align(32))]
+#[derive(Default)]
+struct FastSlot {
+    /// The digest's first half with the top bit set; 0 while empty.
+    tag: AtomicU64,
+    second: AtomicU64,
+    id: AtomicU32,
+}
+
+const TAGGED: u64 = 1 << 63;
 
 fn table() -> &'static StackTable {
     static TABLE: OnceLock<StackTable> = OnceLock::new();
     TABLE.get_or_init(|| StackTable {
         stacks: RwLock::new(Vec::new()),
-        index: std::array::from_fn(|_| IndexShard::default()),
+        fast: AtomicPtr::new(Box::into_raw(Box::new(FastTable::new(FIRST_FAST_SLOTS)))),
+        slow: Mutex::new(SlowIndex::default()),
+        slow_used: AtomicBool::new(false),
     })
 }
 
-/// Entries of the per-thread cache in front of the shared index: enough for
-/// a thousand distinct stacks (a server's request paths, a test spawning
-/// from many helpers) at 32 bytes each.
-const CACHE_SLOTS: usize = 1024;
-
-#[derive(Clone, Copy)]
-struct CacheSlot {
-    hash: u64,
-    /// The interned addresses themselves, not a copy: filling a slot writes
-    /// 32 bytes.
-    frames: &'static [usize],
-    id: Option<StackId>,
+/// Where the probe of a digest found it, or the free slot that ends its
+/// probe sequence.
+enum Probe {
+    Found(StackId),
+    Free(usize),
 }
 
-thread_local! {
-    // A spawn loop hits the same stacks again and again: a direct-mapped
-    // cache per thread answers those without touching the shared index.
-    static CACHE: RefCell<Vec<CacheSlot>> = const { RefCell::new(Vec::new()) };
+impl FastTable {
+    fn new(slots: usize) -> FastTable {
+        FastTable {
+            slots: (0..slots).map(|_| FastSlot::default()).collect(),
+        }
+    }
+
+    fn probe(&self, digest: Digest) -> Probe {
+        let tag = digest.0[0] | TAGGED;
+        let mask = self.slots.len() - 1;
+        // The low bits of a uniform residue: uniform over the slots. At most
+        // half full, a free slot is always reached.
+        let mut index = digest.0[0] as usize & mask;
+        loop {
+            let slot = &self.slots[index];
+            match slot.tag.load(Ordering::Acquire) {
+                0 => return Probe::Free(index),
+                held if held == tag && slot.second.load(Ordering::Relaxed) == digest.0[1] => {
+                    let id = NonZeroU32::new(slot.id.load(Ordering::Relaxed))
+                        .expect("a published slot holds an id");
+                    return Probe::Found(StackId(id));
+                }
+                _ => index = (index + 1) & mask,
+            }
+        }
+    }
+
+    /// Publishes `digest` → `id` in the free slot `index`; under the insert
+    /// lock.
+    fn publish(&self, index: usize, digest: Digest, id: StackId) {
+        let slot = &self.slots[index];
+        slot.second.store(digest.0[1], Ordering::Relaxed);
+        slot.id.store(id.0.get(), Ordering::Relaxed);
+        slot.tag.store(digest.0[0] | TAGGED, Ordering::Release);
+    }
+}
+
+impl StackTable {
+    fn fast(&self) -> &FastTable {
+        // SAFETY: the pointer comes from `Box::into_raw` and tables are never
+        // freed.
+        unsafe { &*self.fast.load(Ordering::Acquire) }
+    }
 }
 
 fn intern(frames: &[usize]) -> Option<StackId> {
-    let hash = FxBuildHasher.hash_one(frames);
-    let slot = (hash as usize) % CACHE_SLOTS;
-    let cached = CACHE.try_with(|cache| {
-        let cache = cache.try_borrow().ok()?;
-        let entry = cache.get(slot)?;
-        (entry.hash == hash && entry.frames == frames)
-            .then_some(entry.id)
-            .flatten()
-    });
-    if let Ok(Some(id)) = cached {
+    let frames = &frames[..usable_len(frames)];
+    if frames.is_empty() {
+        return None;
+    }
+    let digest = digest(frames);
+    let table = table();
+    if let Probe::Found(id) = table.fast().probe(digest) {
         return Some(id);
     }
-    let (id, interned) = intern_shared(frames, hash)?;
-    let _ = CACHE.try_with(|cache| {
-        let Ok(mut cache) = cache.try_borrow_mut() else {
-            return;
-        };
-        if cache.is_empty() {
-            let empty = CacheSlot {
-                hash: 0,
-                frames: &[],
-                id: None,
-            };
-            cache.resize(CACHE_SLOTS, empty);
+    if table.slow_used.load(Ordering::Acquire) {
+        if let Some(&id) = table.slow.lock().map.get(&digest) {
+            return Some(id);
         }
-        cache[slot] = CacheSlot {
-            hash,
-            frames: interned,
-            id: Some(id),
-        };
-    });
-    Some(id)
+    }
+    intern_new(table, frames, digest)
 }
 
-/// The id and interned addresses of `frames`; `None` once 2³² − 1 distinct
-/// stacks are interned: later ones go without.
-fn intern_shared(frames: &[usize], hash: u64) -> Option<(StackId, &'static [usize])> {
-    let table = table();
-    // The high half: the low bits already picked the per-thread cache slot.
-    let shard = &table.index[(hash >> 32) as usize % INDEX_SHARDS].0;
-    if let Some((interned, id)) = shard.read().get_key_value(frames) {
-        return Some((*id, *interned));
+/// Interns a stack the lock-free lookup did not find (it may have been
+/// interned since); `None` once 2³² − 1 distinct stacks are interned: later
+/// ones go without.
+#[cold]
+fn intern_new(table: &StackTable, frames: &[usize], digest: Digest) -> Option<StackId> {
+    let mut slow = table.slow.lock();
+    let mut fast = table.fast();
+    if let Probe::Found(id) = fast.probe(digest) {
+        return Some(id);
     }
-    let mut index = shard.write();
-    if let Some((interned, id)) = index.get_key_value(frames) {
-        return Some((*id, *interned));
+    if let Some(&id) = slow.map.get(&digest) {
+        return Some(id);
     }
     let mut stacks = table.stacks.write();
     let id = StackId(NonZeroU32::new(u32::try_from(stacks.len() + 1).ok()?)?);
-    let interned: &'static [usize] = Box::leak(frames.into());
-    stacks.push(interned);
+    stacks.push(frames.into());
     drop(stacks);
-    index.insert(interned, id);
-    Some((id, interned))
+    if slow.fast_len + 1 > fast.slots.len() / 2 && fast.slots.len() < MAX_FAST_SLOTS {
+        let larger = FastTable::new(fast.slots.len() * 4);
+        for slot in fast.slots.iter() {
+            let tag = slot.tag.load(Ordering::Relaxed);
+            if tag == 0 {
+                continue;
+            }
+            let old = Digest([tag & !TAGGED, slot.second.load(Ordering::Relaxed)]);
+            let id = NonZeroU32::new(slot.id.load(Ordering::Relaxed))
+                .expect("a published slot holds an id");
+            if let Probe::Free(index) = larger.probe(old) {
+                larger.publish(index, old, StackId(id));
+            }
+        }
+        let larger = Box::into_raw(Box::new(larger));
+        table.fast.store(larger, Ordering::Release);
+        // SAFETY: just leaked, never freed.
+        fast = unsafe { &*larger };
+    }
+    match fast.probe(digest) {
+        Probe::Free(index) if slow.fast_len < fast.slots.len() / 2 => {
+            fast.publish(index, digest, id);
+            slow.fast_len += 1;
+        }
+        _ => {
+            slow.map.insert(digest, id);
+            table.slow_used.store(true, Ordering::Release);
+        }
+    }
+    Some(id)
 }
 
 #[cfg(test)]
@@ -440,6 +600,34 @@ mod tests {
         // SAFETY: nothing below `base + 2 words` is read.
         let len = unsafe { walk_frames(base, base + 2 * WORD, base + 4 * WORD, &mut out) };
         assert_eq!(len, 0);
+    }
+
+    #[test]
+    fn interning_survives_table_growth_and_keeps_stacks_apart() {
+        // Forged stacks of three lengths, far more than the first table
+        // holds: each gets its own id, the same id again later, and its own
+        // addresses back.
+        let stacks: Vec<Vec<usize>> = (1..=5_000usize)
+            .map(|n| (0..1 + n % 3).map(|i| 0x7000_0000 + n * 16 + i).collect())
+            .collect();
+        let ids: Vec<StackId> = stacks.iter().map(|s| intern(s).unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), stacks.len());
+        for (stack, id) in stacks.iter().zip(&ids) {
+            assert_eq!(intern(stack), Some(*id));
+            assert_eq!(&*addresses(*id), &stack[..]);
+        }
+        // A prefix is another stack (zero padding cannot merge them).
+        assert_ne!(intern(&stacks[1][..1]), Some(ids[1]));
+    }
+
+    #[test]
+    fn addresses_the_digest_cannot_take_end_the_stack() {
+        assert_eq!(usable_len(&[0x10, 0x20, 0x30]), 3);
+        assert_eq!(usable_len(&[0x10, 0, 0x30]), 1);
+        assert_eq!(usable_len(&[0x10, 0x20, ADDRESS_LIMIT]), 2);
+        assert_eq!(usable_len(&[usize::MAX]), 0);
+        assert_eq!(intern(&[usize::MAX, 0x10]), None);
     }
 
     #[inline(never)]
