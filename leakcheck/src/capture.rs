@@ -67,14 +67,55 @@ fn walk(out: &mut [usize; MAX_FRAMES]) -> usize {
         // Not on the thread's own stack: its bounds do not apply.
         return unwind(out);
     }
+    let stop = POLL_FRAME.try_with(std::cell::Cell::get).unwrap_or(0);
     // SAFETY: `[sp, stack.high)` is the live part of the current thread's
     // stack: mapped, readable, and owned by this thread for as long as this
     // call runs.
-    unsafe { walk_frames(frame_pointer(), sp, stack.high, out) }
+    unsafe { walk_frames(frame_pointer(), sp, stack.high, stop, out) }
+}
+
+#[cfg(leakcheck_fp_walk)]
+thread_local! {
+    /// The frame record of the tokio function polling the task that runs on
+    /// this thread now (0: none, or not known): the walk of a spawn made in
+    /// that poll ends there, since everything above it is the scheduler's
+    /// loop. Besides saving its loads, the cut keeps one spawn path one
+    /// stack: the loop polls a task from half a dozen call sites, each of
+    /// which would otherwise make another stack of every spawn path.
+    static POLL_FRAME: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the start of a task's poll; called first thing in the body of the
+/// before-poll hook's closure, which tokio calls through a function pointer
+/// from the frame that goes on to poll the task: that closure's own frame
+/// record holds the record of that frame.
+#[inline(always)]
+pub(crate) fn poll_started() {
+    #[cfg(leakcheck_fp_walk)]
+    {
+        let own = frame_pointer();
+        // SAFETY: with frame pointers forced (the cfg), the frame-pointer
+        // register of the running function points at its own frame record,
+        // whose first word is the caller's record address.
+        let caller = unsafe { std::ptr::read_volatile(own as *const usize) };
+        let _ = POLL_FRAME.try_with(|frame| frame.set(caller));
+    }
+}
+
+/// Marks the end of a task's poll; a nested poll on this thread (a runtime
+/// driven inside a task) leaves the outer one with no mark, and so with the
+/// whole walk, which is always right.
+#[inline]
+pub(crate) fn poll_ended() {
+    #[cfg(leakcheck_fp_walk)]
+    let _ = POLL_FRAME.try_with(|frame| frame.set(0));
 }
 
 /// Follows a chain of frame records (`[saved frame pointer, return address]`)
 /// starting at `fp`, storing return addresses into `out`; returns how many.
+/// The record at `stop` (if the chain reaches it) and those above it are
+/// left out: an exact match is the live frame that record belongs to, an
+/// ancestor of this call; an address no record has cuts nothing.
 ///
 /// Every record read lies inside `[low, high)`, is aligned, and sits strictly
 /// above the previous one; the walk stops at the first record that does not,
@@ -83,11 +124,17 @@ fn walk(out: &mut [usize; MAX_FRAMES]) -> usize {
 /// # Safety
 /// `[low, high)` must be readable memory for the duration of the call.
 #[cfg_attr(not(leakcheck_fp_walk), allow(dead_code))]
-unsafe fn walk_frames(mut fp: usize, low: usize, high: usize, out: &mut [usize]) -> usize {
+unsafe fn walk_frames(
+    mut fp: usize,
+    low: usize,
+    high: usize,
+    stop: usize,
+    out: &mut [usize],
+) -> usize {
     const WORD: usize = std::mem::size_of::<usize>();
     let mut len = 0;
     while len < out.len() {
-        if fp < low || fp % WORD != 0 {
+        if fp == stop || fp < low || fp % WORD != 0 {
             break;
         }
         let Some(record_end) = fp.checked_add(2 * WORD) else {
@@ -518,7 +565,7 @@ mod tests {
         let mut out = vec![0; cap];
         let high = base + buffer.len() * WORD;
         // SAFETY: `[base, high)` is `buffer`, alive until the end of this call.
-        let len = unsafe { walk_frames(base, base, high, &mut out) };
+        let len = unsafe { walk_frames(base, base, high, 0, &mut out) };
         drop(buffer);
         out.truncate(len);
         out
@@ -576,7 +623,7 @@ mod tests {
         }
         let mut out = [0; MAX_FRAMES];
         // SAFETY: `[base, base + 4 words)` is `buffer`.
-        let len = unsafe { walk_frames(base, base, base + 4 * WORD, &mut out) };
+        let len = unsafe { walk_frames(base, base, base + 4 * WORD, 0, &mut out) };
         drop(buffer);
         assert_eq!(&out[..len], [0x10]);
     }
@@ -587,7 +634,7 @@ mod tests {
         for fp in [usize::MAX - 15, usize::MAX - 7, usize::MAX & !7] {
             // SAFETY: nothing is read: no record fits below `usize::MAX`
             // starting at `fp` (that check is what this test pins).
-            let len = unsafe { walk_frames(fp, 0, usize::MAX, &mut out) };
+            let len = unsafe { walk_frames(fp, 0, usize::MAX, 0, &mut out) };
             assert_eq!(len, 0, "{fp:#x}");
         }
     }
@@ -598,7 +645,7 @@ mod tests {
         let base = buffer.as_ptr() as usize;
         let mut out = [0; MAX_FRAMES];
         // SAFETY: nothing below `base + 2 words` is read.
-        let len = unsafe { walk_frames(base, base + 2 * WORD, base + 4 * WORD, &mut out) };
+        let len = unsafe { walk_frames(base, base + 2 * WORD, base + 4 * WORD, 0, &mut out) };
         assert_eq!(len, 0);
     }
 
@@ -652,19 +699,53 @@ mod tests {
         assert_ne!(capture_here(), deeper());
     }
 
-    #[test]
-    fn captured_stack_resolves_to_this_test() {
-        let id = capture_here().unwrap();
-        let addrs = addresses(id);
-        assert!(addrs.len() >= 3 && addrs.len() <= MAX_FRAMES);
+    fn function_names(id: StackId) -> Vec<String> {
         let mut names = Vec::new();
-        for addr in addrs.iter() {
+        for addr in addresses(id).iter() {
             backtrace::resolve((*addr - 1) as *mut std::ffi::c_void, |symbol| {
                 if let Some(name) = symbol.name() {
                     names.push(format!("{name:#}"));
                 }
             });
         }
+        names
+    }
+
+    #[cfg(all(leakcheck_fp_walk, tokio_unstable))]
+    #[test]
+    fn a_capture_inside_a_task_ends_at_the_poll() {
+        let tracker = crate::Tracker::builder()
+            .backtrace(crate::BacktraceMode::Full)
+            .build();
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        tracker.install(&mut builder);
+        let runtime = builder.build().unwrap();
+        let (in_task, in_body) = runtime.block_on(async {
+            let in_task = tokio::spawn(async { capture_here() }).await.unwrap();
+            (in_task.unwrap(), capture_here().unwrap())
+        });
+        let in_task = function_names(in_task);
+        let in_body = function_names(in_body);
+        let polled_by_block_on = |names: &[String]| names.iter().any(|n| n.contains("block_on"));
+        assert!(polled_by_block_on(&in_body), "control: {in_body:#?}");
+        assert!(
+            !polled_by_block_on(&in_task),
+            "the scheduler's frames are cut: {in_task:#?}"
+        );
+        assert!(
+            in_task
+                .iter()
+                .any(|n| n.contains("a_capture_inside_a_task_ends_at_the_poll")),
+            "the task's own frames are kept: {in_task:#?}"
+        );
+    }
+
+    #[test]
+    fn captured_stack_resolves_to_this_test() {
+        let id = capture_here().unwrap();
+        let addrs = addresses(id);
+        assert!(addrs.len() >= 3 && addrs.len() <= MAX_FRAMES);
+        let names = function_names(id);
         assert!(
             names
                 .iter()

@@ -155,7 +155,11 @@ impl Tracker {
             builder
                 .on_task_spawn(move |meta| on_spawn.on_spawn(meta))
                 .on_task_terminate(move |meta| on_terminate.on_terminate(meta))
-                .on_before_task_poll(move |meta| before_poll.on_before_poll(meta))
+                .on_before_task_poll(move |meta| {
+                    // First, in this closure's own frame: see the function.
+                    crate::capture::poll_started();
+                    before_poll.on_before_poll(meta)
+                })
                 .on_after_task_poll(move |meta| after_poll.on_after_poll(meta))
         }
         #[cfg(not(tokio_unstable))]
@@ -488,6 +492,7 @@ impl Inner {
 
     #[cfg(tokio_unstable)]
     fn on_after_poll(&self, meta: &tokio::runtime::TaskMeta<'_>) {
+        crate::capture::poll_ended();
         crate::liveness::poll_ended();
         if self.verifying.load(Ordering::Relaxed) > 0 {
             self.registry

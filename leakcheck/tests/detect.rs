@@ -188,6 +188,44 @@ fn spawn_backtrace_names_the_helper_and_its_caller() {
     );
 }
 
+#[test]
+fn spawn_backtrace_from_a_task_keeps_the_task_frames() {
+    #[inline(never)]
+    fn start_worker_in_task() {
+        tokio::spawn(forever());
+    }
+    async fn parent_body() {
+        // The same call twice, from two polls: the scheduler polls a task
+        // from several places, yet both spawns have one stack.
+        for _ in 0..2 {
+            start_worker_in_task();
+            tokio::task::yield_now().await;
+        }
+    }
+    for flavor in [Flavor::Current, Flavor::Multi] {
+        let report = scoped(flavor, GRACE, || async {
+            tokio::spawn(parent_body()).await.unwrap();
+        })
+        .unwrap_err();
+        let group = only_site(&report);
+        assert_eq!(group.count, 2);
+        assert_eq!(report.stacks.len(), 1, "one stack for both polls: {report}");
+        let functions: Vec<&str> = report.stacks[0]
+            .frames
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert!(
+            functions[0].ends_with("start_worker_in_task"),
+            "innermost user frame first: {functions:#?}"
+        );
+        assert!(
+            functions.iter().any(|f| f.contains("parent_body")),
+            "the task's own frames are kept: {functions:#?}"
+        );
+    }
+}
+
 fn verdict_ignoring(
     tracker_pattern: Option<&str>,
     guard_pattern: Option<&str>,
