@@ -333,28 +333,27 @@ fn reduce(v: u128) -> u64 {
     if v >= MERSENNE_61 { v - MERSENNE_61 } else { v }
 }
 
-/// The digest of `frames` (at most `MAX_FRAMES`, none zero, all below
-/// [`ADDRESS_LIMIT`]).
-fn digest(frames: &[usize]) -> Digest {
+/// The digest of `frames` (at most `MAX_FRAMES`), or `None` if one of them
+/// is zero or from [`ADDRESS_LIMIT`] up (see [`usable_len`]).
+fn digest(frames: &[usize]) -> Option<Digest> {
     let keys = digest_keys();
     let (mut low, mut high) = (0u128, 0u128);
+    let (mut all, mut least) = (0, usize::MAX);
     // Each product is below 2⁶⁰·2⁶¹: 64 of them sum below 2¹²⁷.
     for (&address, &[k0, k1]) in frames.iter().zip(keys.iter()) {
+        all |= address;
+        least = least.min(address);
         let a = address as u128;
         low += a * u128::from(k0);
         high += a * u128::from(k1);
     }
-    Digest([reduce(low), reduce(high)])
+    (all < ADDRESS_LIMIT && least != 0).then(|| Digest([reduce(low), reduce(high)]))
 }
 
 /// How many of `frames` to keep: up to the first address [`digest`] cannot
 /// take (zero or from [`ADDRESS_LIMIT`] up), which cannot be a return
 /// address into user code.
 fn usable_len(frames: &[usize]) -> usize {
-    let all = frames.iter().fold(0, |all, &a| all | a);
-    if all < ADDRESS_LIMIT && frames.iter().all(|&a| a != 0) {
-        return frames.len();
-    }
     frames
         .iter()
         .position(|&a| a == 0 || a >= ADDRESS_LIMIT)
@@ -367,9 +366,10 @@ struct StackTable {
     /// rest of the process.
     stacks: RwLock<Vec<Box<[usize]>>>,
     /// The current digest table, read without a lock (see [`FastSlot`]).
-    /// Replaced by one four times larger when half full; replaced tables are
-    /// leaked, not freed, since a lookup may still be reading one (together
-    /// they stay below a third of the current one's size).
+    /// Replaced by one twice as large when half full (a smaller table keeps
+    /// more of its lines in cache); replaced tables are leaked, not freed,
+    /// since a lookup may still be reading one (together they stay below the
+    /// current one's size).
     fast: AtomicPtr<FastTable>,
     /// The lock every insert takes, and what the largest table has no room
     /// for.
@@ -471,12 +471,17 @@ impl StackTable {
     }
 }
 
-fn intern(frames: &[usize]) -> Option<StackId> {
-    let frames = &frames[..usable_len(frames)];
+fn intern(mut frames: &[usize]) -> Option<StackId> {
+    let digest = match digest(frames) {
+        Some(digest) => digest,
+        None => {
+            frames = &frames[..usable_len(frames)];
+            digest(frames)?
+        }
+    };
     if frames.is_empty() {
         return None;
     }
-    let digest = digest(frames);
     let table = table();
     if let Probe::Found(id) = table.fast().probe(digest) {
         return Some(id);
@@ -507,7 +512,7 @@ fn intern_new(table: &StackTable, frames: &[usize], digest: Digest) -> Option<St
     stacks.push(frames.into());
     drop(stacks);
     if slow.fast_len + 1 > fast.slots.len() / 2 && fast.slots.len() < MAX_FAST_SLOTS {
-        let larger = FastTable::new(fast.slots.len() * 4);
+        let larger = FastTable::new(fast.slots.len() * 2);
         for slot in fast.slots.iter() {
             let tag = slot.tag.load(Ordering::Relaxed);
             if tag == 0 {
