@@ -1,79 +1,72 @@
-//! Server counters, tokio-metrics runtime and per-route task metrics, rendered as Prometheus text.
+//! Server counters, tokio-metrics runtime and per-route task metrics, exposed with
+//! prometheus-client in the OpenMetrics text format.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
 use tokio::runtime::Handle;
-use tokio_metrics::{RuntimeIntervals, RuntimeMonitor, TaskMonitor};
+use tokio_metrics::{RuntimeIntervals, RuntimeMonitor, TaskMetrics, TaskMonitor};
 
 use crate::routes::Route;
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The content type of [`Metrics::render`]'s text. OpenMetrics 1.0 is what prometheus-client
+/// writes (counters announced as `x`, sampled as `x_total`; a final `# EOF`), and Prometheus
+/// asks for it first when it scrapes; read as the 0.0.4 text format, whose `# TYPE` must name
+/// the samples exactly, the counters would lose their type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
+/// A monotonically increasing count; exposed with a `_total` suffix.
+pub type Counter = prometheus_client::metrics::counter::Counter;
 
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+/// A gauge counting live [`GaugeGuard`]s (open connections).
+#[derive(Debug, Default, Clone)]
+pub struct HeldGauge(Gauge);
+
+/// Holds one unit of a [`HeldGauge`] until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard<'a>(&'a HeldGauge);
+
+impl HeldGauge {
+    /// Adds one until the guard drops.
+    pub fn hold(&self) -> GaugeGuard<'_> {
+        self.0.inc();
+        GaugeGuard(self)
     }
 }
 
-/// Open connections; decremented when the returned guard drops.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-/// Holds one unit of a [`Gauge`] until dropped.
-#[derive(Debug)]
-pub struct GaugeGuard<'a>(&'a Gauge);
-
-impl Gauge {
-    /// Adds one until the guard drops.
-    pub fn hold(&self) -> GaugeGuard<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(self)
-    }
-
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.dec();
     }
 }
 
 /// Requests in flight, with the most ever held at once.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeakGauge {
-    now: AtomicI64,
-    peak: AtomicI64,
+    now: Gauge,
+    peak: Gauge,
 }
 
 impl PeakGauge {
     /// One more in flight.
     pub fn enter(&self) {
-        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        let now = self.now.inc() + 1;
+        self.peak.inner().fetch_max(now, Ordering::Relaxed);
     }
 
     /// One fewer in flight.
     pub fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// In flight now.
-    pub fn get(&self) -> i64 {
-        self.now.load(Ordering::Relaxed)
-    }
-
-    /// Most in flight at once since start.
-    pub fn peak(&self) -> i64 {
-        self.peak.load(Ordering::Relaxed)
+        self.now.dec();
     }
 }
 
@@ -83,54 +76,28 @@ pub const HISTOGRAM_BOUNDS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
-/// A Prometheus histogram of durations with [`HISTOGRAM_BOUNDS_SECONDS`] buckets, lock-free.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; HISTOGRAM_BOUNDS_SECONDS.len() + 1],
-    sum_ns: AtomicU64,
+/// A prometheus-client histogram of durations with [`HISTOGRAM_BOUNDS_SECONDS`] buckets.
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            HISTOGRAM_BOUNDS_SECONDS,
+        ))
+    }
 }
 
 impl Histogram {
     /// Records one duration.
     pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        let bucket = HISTOGRAM_BOUNDS_SECONDS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(HISTOGRAM_BOUNDS_SECONDS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.observe(duration.as_secs_f64());
     }
 
-    /// Observations so far.
+    /// Observations so far (prometheus-client reads them back only under `test-util`).
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-    }
-
-    /// The `_bucket` (cumulative, `le` label), `_sum` and `_count` samples, as `(what follows the
-    /// metric's name, value)`.
-    fn samples(&self) -> Vec<(String, String)> {
-        let mut samples = Vec::with_capacity(HISTOGRAM_BOUNDS_SECONDS.len() + 3);
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = HISTOGRAM_BOUNDS_SECONDS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
-            samples.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
-        }
-        let sum = Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed)).as_secs_f64();
-        samples.push(("_sum".to_owned(), sum.to_string()));
-        samples.push(("_count".to_owned(), cumulative.to_string()));
-        samples
-    }
-}
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.count()
     }
 }
 
@@ -147,6 +114,15 @@ struct RuntimeTotals {
     busy: Duration,
 }
 
+/// The runtime's and the routes' metrics, read from tokio-metrics at each scrape.
+#[derive(Debug)]
+struct RuntimeCollector {
+    #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+    handle: Handle,
+    totals: Mutex<RuntimeTotals>,
+    routes: Vec<TaskMonitor>,
+}
+
 /// Everything /metrics reports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -155,7 +131,7 @@ pub struct Metrics {
     /// Connections closed at accept because --max-connections was reached.
     pub connections_shed: Counter,
     /// Connections open now.
-    pub connections_open: Gauge,
+    pub connections_open: HeldGauge,
     /// Requests from head to the end of their response (streamed bodies included).
     pub requests_in_flight: PeakGauge,
     /// TLS handshakes cut by the handshake deadline.
@@ -175,16 +151,18 @@ pub struct Metrics {
     /// Child tasks of a request that panicked and were answered with 500.
     pub child_panics: Counter,
     routes: Vec<TaskMonitor>,
-    runtime: Mutex<RuntimeTotals>,
+    /// The metrics above and the runtime collector; what only a scrape knows is added then.
+    registry: Registry,
 }
 
 impl Metrics {
     /// Metrics for the runtime behind `handle`.
     pub fn new(handle: &Handle) -> Self {
-        Metrics {
+        let routes: Vec<TaskMonitor> = Route::ALL.iter().map(|_| TaskMonitor::new()).collect();
+        let mut metrics = Metrics {
             connections_accepted: Counter::default(),
             connections_shed: Counter::default(),
-            connections_open: Gauge::default(),
+            connections_open: HeldGauge::default(),
             requests_in_flight: PeakGauge::default(),
             handshake_timeouts: Counter::default(),
             handshake_failures: Counter::default(),
@@ -194,8 +172,84 @@ impl Metrics {
             stream_timeouts: Counter::default(),
             lease_renewals: Counter::default(),
             child_panics: Counter::default(),
-            routes: Route::ALL.iter().map(|_| TaskMonitor::new()).collect(),
-            runtime: Mutex::new(RuntimeTotals {
+            routes: routes.clone(),
+            registry: Registry::default(),
+        };
+        let registry = &mut metrics.registry;
+        // prometheus-client appends `_total` to a counter's name and a `.` to its help.
+        for (name, help, counter) in [
+            (
+                "connections_accepted",
+                "Connections accepted",
+                &metrics.connections_accepted,
+            ),
+            (
+                "connections_shed",
+                "Connections shed at the connection cap",
+                &metrics.connections_shed,
+            ),
+            (
+                "tls_handshake_timeouts",
+                "TLS handshakes cut by the deadline",
+                &metrics.handshake_timeouts,
+            ),
+            (
+                "tls_handshake_failures",
+                "TLS handshakes that failed",
+                &metrics.handshake_failures,
+            ),
+            (
+                "pool_rejections",
+                "Upstream requests refused with 503 (pool exhausted)",
+                &metrics.pool_rejections,
+            ),
+            (
+                "dns_timeouts",
+                "Upstream lookups cut by the DNS deadline",
+                &metrics.dns_timeouts,
+            ),
+            (
+                "upstream_timeouts",
+                "Upstream connects, response heads and bodies cut by their deadlines",
+                &metrics.upstream_timeouts,
+            ),
+            (
+                "stream_timeouts",
+                "Streamed responses cut by the whole-response deadline",
+                &metrics.stream_timeouts,
+            ),
+            (
+                "lease_renewals",
+                "Per-request lease renewals",
+                &metrics.lease_renewals,
+            ),
+            (
+                "child_panics",
+                "Request child tasks that panicked",
+                &metrics.child_panics,
+            ),
+        ] {
+            registry.register(format!("{PREFIX}_{name}"), help, counter.clone());
+        }
+        registry.register(
+            format!("{PREFIX}_connections_open"),
+            "Connections open now",
+            metrics.connections_open.0.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_requests_in_flight"),
+            "Requests from head to the end of their response",
+            metrics.requests_in_flight.now.clone(),
+        );
+        registry.register(
+            format!("{PREFIX}_requests_in_flight_peak"),
+            "Most requests in flight at once since start",
+            metrics.requests_in_flight.peak.clone(),
+        );
+        registry.register_collector(Box::new(RuntimeCollector {
+            #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+            handle: handle.clone(),
+            totals: Mutex::new(RuntimeTotals {
                 intervals: RuntimeMonitor::new(handle).intervals(),
                 #[cfg(tokio_unstable)]
                 polls: 0,
@@ -204,7 +258,9 @@ impl Metrics {
                 steals: 0,
                 busy: Duration::ZERO,
             }),
-        }
+            routes,
+        }));
+        metrics
     }
 
     /// The task monitor that instruments `route`'s handlers.
@@ -212,253 +268,252 @@ impl Metrics {
         &self.routes[route as usize]
     }
 
-    /// Prometheus text exposition; `tracker` is the runtime's leakcheck tracker when one runs,
-    /// `upstream_idle` the pool's idle connections, `cancel_propagation` the time from a
-    /// request's end to the end of its last task.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]); `tracker` is the runtime's leakcheck
+    /// tracker when one runs, `upstream_idle` the pool's idle connections, `cancel_propagation`
+    /// the time from a request's end to the end of its last task.
     pub fn render(
         &self,
         tracker: Option<&leakcheck::Tracker>,
         upstream_idle: usize,
         cancel_propagation: &Histogram,
     ) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let one = |value: String| vec![(String::new(), value)];
-
-        metric(
-            "leakcheck_server_connections_accepted_total",
-            "counter",
-            "Connections accepted.",
-            &one(self.connections_accepted.get().to_string()),
+        let mut scrape = Registry::default();
+        scrape.register(
+            format!("{PREFIX}_upstream_idle_connections"),
+            "Idle pooled upstream connections (one driver task and one socket each)",
+            ConstGauge::new(i64::try_from(upstream_idle).unwrap_or(i64::MAX)),
         );
-        metric(
-            "leakcheck_server_connections_shed_total",
-            "counter",
-            "Connections shed at the connection cap.",
-            &one(self.connections_shed.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_connections_open",
-            "gauge",
-            "Connections open now.",
-            &one(self.connections_open.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_requests_in_flight",
-            "gauge",
-            "Requests from head to the end of their response.",
-            &one(self.requests_in_flight.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_requests_in_flight_peak",
-            "gauge",
-            "Most requests in flight at once since start.",
-            &one(self.requests_in_flight.peak().to_string()),
-        );
-        metric(
-            "leakcheck_server_tls_handshake_timeouts_total",
-            "counter",
-            "TLS handshakes cut by the deadline.",
-            &one(self.handshake_timeouts.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_tls_handshake_failures_total",
-            "counter",
-            "TLS handshakes that failed.",
-            &one(self.handshake_failures.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_pool_rejections_total",
-            "counter",
-            "Upstream requests refused with 503 (pool exhausted).",
-            &one(self.pool_rejections.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_dns_timeouts_total",
-            "counter",
-            "Upstream lookups cut by the DNS deadline.",
-            &one(self.dns_timeouts.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_upstream_timeouts_total",
-            "counter",
-            "Upstream connects, response heads and bodies cut by their deadlines.",
-            &one(self.upstream_timeouts.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_stream_timeouts_total",
-            "counter",
-            "Streamed responses cut by the whole-response deadline.",
-            &one(self.stream_timeouts.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_lease_renewals_total",
-            "counter",
-            "Per-request lease renewals.",
-            &one(self.lease_renewals.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_child_panics_total",
-            "counter",
-            "Request child tasks that panicked.",
-            &one(self.child_panics.get().to_string()),
-        );
-        metric(
-            "leakcheck_server_upstream_idle_connections",
-            "gauge",
-            "Idle pooled upstream connections (one driver task and one socket each).",
-            &one(upstream_idle.to_string()),
-        );
-        // A histogram's samples follow its name with a suffix: `_bucket{le="…"}`, `_sum`, `_count`.
-        metric(
-            "leakcheck_server_cancel_propagation_seconds",
-            "histogram",
-            "From a request's end (its handler or body dropped) to the end of its last task; requests whose tasks ended first are not observed.",
-            &cancel_propagation.samples(),
+        scrape.register_with_unit(
+            format!("{PREFIX}_cancel_propagation"),
+            "From a request's end (its handler or body dropped) to the end of its last task; requests whose tasks ended first are not observed",
+            Unit::Seconds,
+            cancel_propagation.0.clone(),
         );
         if let Some(tracker) = tracker {
-            metric(
+            scrape.register(
                 "leakcheck_live_tasks",
-                "gauge",
-                "Live tasks tracked by leakcheck.",
-                &one(tracker.live().to_string()),
+                "Live tasks tracked by leakcheck",
+                ConstGauge::new(tracker.live() as i64),
             );
-            let by_site: Vec<(String, String)> = tracker
-                .live_by_site()
-                .into_iter()
-                .map(|(site, count)| {
-                    let site = site.to_string().replace('\\', "\\\\").replace('"', "\\\"");
-                    (format!("{{site=\"{site}\"}}"), count.to_string())
-                })
-                .collect();
-            metric(
-                "leakcheck_live_tasks_by_site",
-                "gauge",
-                "Live tasks tracked by leakcheck, per spawn site (path:line:column).",
-                &by_site,
-            );
-        }
-
-        {
-            let mut runtime = self.runtime.lock();
-            if let Some(interval) = runtime.intervals.next() {
-                #[cfg(tokio_unstable)]
-                {
-                    runtime.polls += interval.total_polls_count;
-                    runtime.steals += interval.total_steal_count;
-                }
-                runtime.parks += interval.total_park_count;
-                runtime.busy += interval.total_busy_duration;
-                metric(
-                    "leakcheck_server_runtime_workers",
-                    "gauge",
-                    "Runtime worker threads.",
-                    &one(interval.workers_count.to_string()),
-                );
-                metric(
-                    "leakcheck_server_runtime_alive_tasks",
-                    "gauge",
-                    "Tasks alive in the runtime.",
-                    &one(interval.live_tasks_count.to_string()),
-                );
-                metric(
-                    "leakcheck_server_runtime_global_queue_depth",
-                    "gauge",
-                    "Tasks in the global queue.",
-                    &one(interval.global_queue_depth.to_string()),
-                );
+            let by_site = Family::<[(&'static str, String); 1], Gauge>::default();
+            for (site, count) in tracker.live_by_site() {
+                by_site
+                    .get_or_create(&[("site", site.to_string())])
+                    .set(count as i64);
             }
-            #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
-            metric(
-                "leakcheck_server_runtime_spawned_tasks_total",
-                "counter",
-                "Tasks spawned on the runtime since start.",
-                &one(tokio::runtime::Handle::current()
-                    .metrics()
-                    .spawned_tasks_count()
-                    .to_string()),
-            );
-            #[cfg(tokio_unstable)]
-            metric(
-                "leakcheck_server_runtime_polls_total",
-                "counter",
-                "Task polls by all workers.",
-                &one(runtime.polls.to_string()),
-            );
-            metric(
-                "leakcheck_server_runtime_parks_total",
-                "counter",
-                "Worker parks.",
-                &one(runtime.parks.to_string()),
-            );
-            #[cfg(tokio_unstable)]
-            metric(
-                "leakcheck_server_runtime_steals_total",
-                "counter",
-                "Tasks stolen between workers.",
-                &one(runtime.steals.to_string()),
-            );
-            metric(
-                "leakcheck_server_runtime_busy_seconds_total",
-                "counter",
-                "Time workers spent busy.",
-                &one(format!("{:.6}", runtime.busy.as_secs_f64())),
+            scrape.register(
+                "leakcheck_live_tasks_by_site",
+                "Live tasks tracked by leakcheck, per spawn site (path:line:column)",
+                by_site,
             );
         }
-
-        let per_route =
-            |value: &dyn Fn(&tokio_metrics::TaskMetrics) -> String| -> Vec<(String, String)> {
-                Route::ALL
-                    .iter()
-                    .map(|route| {
-                        (
-                            format!("{{route=\"{}\"}}", route.name()),
-                            value(&self.route(*route).cumulative()),
-                        )
-                    })
-                    .collect()
-            };
-        metric(
-            "leakcheck_server_route_tasks_instrumented_total",
-            "counter",
-            "Handler futures started, by route.",
-            &per_route(&|m| m.instrumented_count.to_string()),
-        );
-        metric(
-            "leakcheck_server_route_tasks_dropped_total",
-            "counter",
-            "Handler futures finished or dropped, by route.",
-            &per_route(&|m| m.dropped_count.to_string()),
-        );
-        metric(
-            "leakcheck_server_route_polls_total",
-            "counter",
-            "Handler polls, by route.",
-            &per_route(&|m| m.total_poll_count.to_string()),
-        );
-        metric(
-            "leakcheck_server_route_poll_seconds_total",
-            "counter",
-            "Time spent polling handlers, by route.",
-            &per_route(&|m| format!("{:.6}", m.total_poll_duration.as_secs_f64())),
-        );
-        metric(
-            "leakcheck_server_route_scheduled_seconds_total",
-            "counter",
-            "Time handlers waited to be polled after waking, by route.",
-            &per_route(&|m| format!("{:.6}", m.total_scheduled_duration.as_secs_f64())),
-        );
-        metric(
-            "leakcheck_server_route_idle_seconds_total",
-            "counter",
-            "Time handlers spent idle, by route.",
-            &per_route(&|m| format!("{:.6}", m.total_idle_duration.as_secs_f64())),
-        );
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &scrape))
+            .and_then(|()| encode_eof(&mut out));
         out
+    }
+}
+
+/// The prefix of the server's own metric names (leakcheck's tracker's are `leakcheck_`).
+const PREFIX: &str = "leakcheck_server";
+
+/// Writes one metric without labels.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    let metric_encoder = encoder.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut totals = self.totals.lock();
+        if let Some(interval) = totals.intervals.next() {
+            #[cfg(tokio_unstable)]
+            {
+                totals.polls += interval.total_polls_count;
+                totals.steals += interval.total_steal_count;
+            }
+            totals.parks += interval.total_park_count;
+            totals.busy += interval.total_busy_duration;
+            for (name, help, value) in [
+                (
+                    "runtime_workers",
+                    "Runtime worker threads.",
+                    interval.workers_count,
+                ),
+                (
+                    "runtime_alive_tasks",
+                    "Tasks alive in the runtime.",
+                    interval.live_tasks_count,
+                ),
+                (
+                    "runtime_global_queue_depth",
+                    "Tasks in the global queue.",
+                    interval.global_queue_depth,
+                ),
+            ] {
+                let name = format!("{PREFIX}_{name}");
+                encode_one(
+                    &mut encoder,
+                    &name,
+                    help,
+                    None,
+                    &ConstGauge::new(value as i64),
+                )?;
+            }
+        }
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let name = format!("{PREFIX}_{name}");
+            encode_one(&mut encoder, &name, help, None, &ConstCounter::new(value))
+        };
+        #[cfg(all(tokio_unstable, target_has_atomic = "64"))]
+        counter(
+            "runtime_spawned_tasks",
+            "Tasks spawned on the runtime since start.",
+            self.handle.metrics().spawned_tasks_count(),
+        )?;
+        #[cfg(tokio_unstable)]
+        counter("runtime_polls", "Task polls by all workers.", totals.polls)?;
+        counter("runtime_parks", "Worker parks.", totals.parks)?;
+        #[cfg(tokio_unstable)]
+        counter(
+            "runtime_steals",
+            "Tasks stolen between workers.",
+            totals.steals,
+        )?;
+        let busy = ConstCounter::new(totals.busy.as_secs_f64());
+        let name = format!("{PREFIX}_runtime_busy");
+        encode_one(
+            &mut encoder,
+            &name,
+            "Time workers spent busy.",
+            Some(&Unit::Seconds),
+            &busy,
+        )?;
+        drop(totals);
+
+        let routes: Vec<(Route, TaskMetrics)> = Route::ALL
+            .iter()
+            .zip(&self.routes)
+            .map(|(route, monitor)| (*route, monitor.cumulative()))
+            .collect();
+        let seconds = |duration: Duration| ConstCounter::new(duration.as_secs_f64());
+        let counts: [(&str, &str, TaskField<u64>); 3] = [
+            (
+                "route_tasks_instrumented",
+                "Handler futures started, by route.",
+                |m| m.instrumented_count,
+            ),
+            (
+                "route_tasks_dropped",
+                "Handler futures finished or dropped, by route.",
+                |m| m.dropped_count,
+            ),
+            ("route_polls", "Handler polls, by route.", |m| {
+                m.total_poll_count
+            }),
+        ];
+        for (name, help, value) in counts {
+            per_route(&mut encoder, name, help, None, &routes, |m| {
+                ConstCounter::new(value(m))
+            })?;
+        }
+        let durations: [(&str, &str, TaskField<Duration>); 3] = [
+            (
+                "route_poll",
+                "Time spent polling handlers, by route.",
+                |m| m.total_poll_duration,
+            ),
+            (
+                "route_scheduled",
+                "Time handlers waited to be polled after waking, by route.",
+                |m| m.total_scheduled_duration,
+            ),
+            ("route_idle", "Time handlers spent idle, by route.", |m| {
+                m.total_idle_duration
+            }),
+        ];
+        for (name, help, value) in durations {
+            per_route(
+                &mut encoder,
+                name,
+                help,
+                Some(&Unit::Seconds),
+                &routes,
+                |m| seconds(value(m)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one field of a route's task metrics.
+type TaskField<T> = fn(&TaskMetrics) -> T;
+
+/// Writes one counter family labeled by `route`.
+fn per_route<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    routes: &[(Route, TaskMetrics)],
+    value: impl Fn(&TaskMetrics) -> M,
+) -> fmt::Result {
+    let name = format!("{PREFIX}_{name}");
+    let mut family = encoder.encode_descriptor(&name, help, unit, MetricType::Counter)?;
+    for (route, metrics) in routes {
+        let labels = [("route", route.name())];
+        value(metrics).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn renders_openmetrics_with_conventional_names() {
+        let metrics = Metrics::new(&Handle::current());
+        metrics.connections_accepted.inc();
+        metrics.requests_in_flight.enter();
+        metrics.requests_in_flight.enter();
+        metrics.requests_in_flight.leave();
+        let open = metrics.connections_open.hold();
+        let propagation = Histogram::default();
+        propagation.observe(Duration::from_micros(300));
+        let text = metrics.render(None, 3, &propagation);
+        drop(open);
+        for line in [
+            "# HELP leakcheck_server_connections_accepted Connections accepted.",
+            "# TYPE leakcheck_server_connections_accepted counter",
+            "leakcheck_server_connections_accepted_total 1",
+            "leakcheck_server_connections_open 1",
+            "leakcheck_server_requests_in_flight 1",
+            "leakcheck_server_requests_in_flight_peak 2",
+            "leakcheck_server_upstream_idle_connections 3",
+            "# TYPE leakcheck_server_cancel_propagation_seconds histogram",
+            "# UNIT leakcheck_server_cancel_propagation_seconds seconds",
+            "leakcheck_server_cancel_propagation_seconds_bucket{le=\"0.00025\"} 0",
+            "leakcheck_server_cancel_propagation_seconds_bucket{le=\"0.0005\"} 1",
+            "leakcheck_server_cancel_propagation_seconds_bucket{le=\"+Inf\"} 1",
+            "leakcheck_server_cancel_propagation_seconds_count 1",
+            "# TYPE leakcheck_server_runtime_busy_seconds counter",
+            "leakcheck_server_route_polls_total{route=\"metrics\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            !text.contains("_total_total") && !text.contains(".."),
+            "{text}"
+        );
     }
 }

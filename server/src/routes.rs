@@ -645,7 +645,7 @@ fn metrics(app: &App) -> Response<ResponseBody> {
         .render(app.tracker.as_ref(), idle, &app.cancellations.propagation);
     with_body(
         StatusCode::OK,
-        "text/plain; version=0.0.4",
+        crate::metrics::CONTENT_TYPE,
         Bytes::from(text),
     )
 }
