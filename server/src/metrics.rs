@@ -404,75 +404,77 @@ impl Collector for RuntimeCollector {
             .zip(&self.routes)
             .map(|(route, monitor)| (*route, monitor.cumulative()))
             .collect();
-        let seconds = |duration: Duration| ConstCounter::new(duration.as_secs_f64());
-        let counts: [(&str, &str, TaskField<u64>); 3] = [
+        let fields: [(&str, &str, RouteField); 6] = [
             (
                 "route_tasks_instrumented",
                 "Handler futures started, by route.",
-                |m| m.instrumented_count,
+                RouteField::Count(|m| m.instrumented_count),
             ),
             (
                 "route_tasks_dropped",
                 "Handler futures finished or dropped, by route.",
-                |m| m.dropped_count,
+                RouteField::Count(|m| m.dropped_count),
             ),
-            ("route_polls", "Handler polls, by route.", |m| {
-                m.total_poll_count
-            }),
-        ];
-        for (name, help, value) in counts {
-            per_route(&mut encoder, name, help, None, &routes, |m| {
-                ConstCounter::new(value(m))
-            })?;
-        }
-        let durations: [(&str, &str, TaskField<Duration>); 3] = [
+            (
+                "route_polls",
+                "Handler polls, by route.",
+                RouteField::Count(|m| m.total_poll_count),
+            ),
             (
                 "route_poll",
                 "Time spent polling handlers, by route.",
-                |m| m.total_poll_duration,
+                RouteField::Time(|m| m.total_poll_duration),
             ),
             (
                 "route_scheduled",
                 "Time handlers waited to be polled after waking, by route.",
-                |m| m.total_scheduled_duration,
+                RouteField::Time(|m| m.total_scheduled_duration),
             ),
-            ("route_idle", "Time handlers spent idle, by route.", |m| {
-                m.total_idle_duration
-            }),
+            (
+                "route_idle",
+                "Time handlers spent idle, by route.",
+                RouteField::Time(|m| m.total_idle_duration),
+            ),
         ];
-        for (name, help, value) in durations {
-            per_route(
-                &mut encoder,
-                name,
-                help,
-                Some(&Unit::Seconds),
-                &routes,
-                |m| seconds(value(m)),
-            )?;
+        for (name, help, field) in fields {
+            field.encode(&mut encoder, name, help, &routes)?;
         }
         Ok(())
     }
 }
 
-/// Reads one field of a route's task metrics.
-type TaskField<T> = fn(&TaskMetrics) -> T;
+/// One counter of a route's task metrics: a count, or a time exposed in seconds.
+#[derive(Clone, Copy)]
+enum RouteField {
+    Count(fn(&TaskMetrics) -> u64),
+    Time(fn(&TaskMetrics) -> Duration),
+}
 
-/// Writes one counter family labeled by `route`.
-fn per_route<M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    routes: &[(Route, TaskMetrics)],
-    value: impl Fn(&TaskMetrics) -> M,
-) -> fmt::Result {
-    let name = format!("{PREFIX}_{name}");
-    let mut family = encoder.encode_descriptor(&name, help, unit, MetricType::Counter)?;
-    for (route, metrics) in routes {
-        let labels = [("route", route.name())];
-        value(metrics).encode(family.encode_family(&labels)?)?;
+impl RouteField {
+    /// Writes the counter family `leakcheck_server_<name>`, labeled by `route`.
+    fn encode(
+        self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        routes: &[(Route, TaskMetrics)],
+    ) -> fmt::Result {
+        let name = format!("{PREFIX}_{name}");
+        let unit = matches!(self, RouteField::Time(_)).then_some(Unit::Seconds);
+        let mut family =
+            encoder.encode_descriptor(&name, help, unit.as_ref(), MetricType::Counter)?;
+        for (route, metrics) in routes {
+            let labels = [("route", route.name())];
+            let sample = family.encode_family(&labels)?;
+            match self {
+                RouteField::Count(value) => ConstCounter::new(value(metrics)).encode(sample)?,
+                RouteField::Time(value) => {
+                    ConstCounter::new(value(metrics).as_secs_f64()).encode(sample)?;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
