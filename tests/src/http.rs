@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response head accepted before the server is declared broken.
@@ -55,8 +55,18 @@ pub struct Response {
 
 /// Bytes of a `GET path` request with `Connection: close` and the extra headers.
 pub fn get_request(path: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (name, value) in extra_headers {
+    get_request_head(path, &[&[("Connection", "close")], extra_headers].concat())
+}
+
+/// Bytes of a `GET path` request that leaves the connection open afterwards (HTTP/1.1's
+/// default), with the extra headers.
+pub fn keep_alive_get_request(path: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    get_request_head(path, extra_headers)
+}
+
+fn get_request_head(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (name, value) in headers {
         request.push_str(name);
         request.push_str(": ");
         request.push_str(value);
@@ -73,18 +83,26 @@ pub async fn get(
     extra_headers: &[(&str, &str)],
     deadline: Duration,
 ) -> io::Result<Response> {
-    let exchange = async {
+    let exchange_on_a_new_connection = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        stream.write_all(&get_request(path, extra_headers)).await?;
-        let mut buffered = Vec::new();
-        let head = read_head(&mut stream, &mut buffered).await?;
-        let body = read_body(&mut stream, &head, buffered).await?;
-        Ok(Response { head, body })
+        exchange(&mut stream, &get_request(path, extra_headers)).await
     };
-    tokio::time::timeout(deadline, exchange)
+    tokio::time::timeout(deadline, exchange_on_a_new_connection)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("GET {path} timed out")))?
+}
+
+/// Writes `request` to `stream` (plain TCP or TLS) and reads the response to it.
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> io::Result<Response> {
+    stream.write_all(request).await?;
+    let mut buffered = Vec::new();
+    let head = read_head(stream, &mut buffered).await?;
+    let body = read_body(stream, &head, buffered).await?;
+    Ok(Response { head, body })
 }
 
 /// Reads until the end of the response head; bytes past it stay in `buffered`.
@@ -249,6 +267,18 @@ mod tests {
         assert_eq!(
             read_body(&mut reader, &head, buffered).await.unwrap(),
             b"busy"
+        );
+    }
+
+    #[test]
+    fn requests_close_the_connection_unless_kept_alive() {
+        assert_eq!(
+            get_request("/a", &[("x-request-id", "r")]),
+            b"GET /a HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nx-request-id: r\r\n\r\n"
+        );
+        assert_eq!(
+            keep_alive_get_request("/a", &[]),
+            b"GET /a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         );
     }
 

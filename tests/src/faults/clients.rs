@@ -25,6 +25,9 @@ pub enum Held {
         after: Duration,
         /// The status code of a response the server sent before closing, if it sent one.
         status: Option<u16>,
+        /// What the server sent before closing (up to [`MAX_KEPT_REPLY`] bytes; a slow reader
+        /// keeps only the first few).
+        received: Vec<u8>,
     },
     /// Still connected at the deadline; the socket is handed back.
     Open(TcpStream),
@@ -35,7 +38,18 @@ impl Held {
     pub fn is_closed(&self) -> bool {
         matches!(self, Held::Closed { .. })
     }
+
+    /// What the server sent before it closed the connection, as text; `None` while open.
+    pub fn reply(&self) -> Option<String> {
+        match self {
+            Held::Closed { received, .. } => Some(String::from_utf8_lossy(received).into_owned()),
+            Held::Open(_) => None,
+        }
+    }
 }
+
+/// Most bytes of the server's reply a [`Held::Closed`] keeps.
+pub const MAX_KEPT_REPLY: usize = 64 * 1024;
 
 /// How a client lets go of a connection in the middle of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +82,12 @@ pub async fn drip(
         let writing = next_byte < bytes.len();
         tokio::select! {
             read = stream.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return closed(started, &received),
-                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Ok(0) | Err(_) => return closed(started, received),
+                Ok(n) => keep(&mut received, &buf[..n]),
             },
             () = sleep_until(next_write), if writing => {
                 if stream.write_all(&bytes[next_byte..=next_byte]).await.is_err() {
-                    return closed(started, &received);
+                    return closed(started, received);
                 }
                 next_byte += 1;
                 next_write += interval;
@@ -155,7 +169,7 @@ pub async fn slow_reader(
             () = sleep_until(deadline) => break,
         }
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return Ok(closed(started, &received)),
+            Ok(0) | Err(_) => return Ok(closed(started, received)),
             Ok(n) if received.len() < 64 => received.extend_from_slice(&buf[..n]),
             Ok(_) => {}
         }
@@ -165,7 +179,7 @@ pub async fn slow_reader(
     let mut drain = [0u8; 64 * 1024];
     loop {
         match tokio::time::timeout_at(drain_until, stream.read(&mut drain)).await {
-            Ok(Ok(0) | Err(_)) => return Ok(closed(started, &received)),
+            Ok(Ok(0) | Err(_)) => return Ok(closed(started, received)),
             Ok(Ok(_)) => {}
             Err(_) => return Ok(Held::Open(stream)),
         }
@@ -197,15 +211,27 @@ pub fn abort(stream: TcpStream, style: AbortStyle) -> u64 {
     at
 }
 
-/// Sends `bytes` (not HTTP) and waits until the server closes or `deadline` passes.
-pub async fn garbage(addr: SocketAddr, bytes: &[u8], deadline: Instant) -> io::Result<Held> {
+/// Sends `bytes` verbatim (garbage, half a request or a whole one) and waits until the server
+/// closes or `deadline` passes. A write the server cut short by answering and closing first is
+/// no error: its reply is in [`Held::Closed`].
+pub async fn send_and_hold(addr: SocketAddr, bytes: &[u8], deadline: Instant) -> io::Result<Held> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(bytes).await?;
+    if tokio::time::timeout_at(deadline, stream.write_all(bytes))
+        .await
+        .is_err()
+    {
+        return Ok(Held::Open(stream));
+    }
     Ok(hold_until_closed(stream, deadline).await)
 }
 
-fn closed(started: Instant, received: &[u8]) -> Held {
-    let status = std::str::from_utf8(received.get(..12).unwrap_or(received))
+fn keep(received: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_KEPT_REPLY.saturating_sub(received.len());
+    received.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+fn closed(started: Instant, received: Vec<u8>) -> Held {
+    let status = std::str::from_utf8(received.get(..12).unwrap_or(&received))
         .ok()
         .filter(|text| text.starts_with("HTTP/1."))
         .and_then(|text| text.get(9..12))
@@ -213,6 +239,7 @@ fn closed(started: Instant, received: &[u8]) -> Held {
     Held::Closed {
         after: started.elapsed(),
         status,
+        received,
     }
 }
 
@@ -264,7 +291,7 @@ mod tests {
         .await;
         assert_eq!(server.await.unwrap(), b"abc");
         match held {
-            Held::Closed { after, status } => {
+            Held::Closed { after, status, .. } => {
                 assert_eq!(status, Some(408));
                 assert!(after >= Duration::from_millis(40), "closed after {after:?}");
             }
@@ -381,7 +408,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_is_sent_verbatim_and_the_close_is_seen() {
+    async fn bytes_are_sent_verbatim_and_the_reply_and_close_are_seen() {
         let (listener, addr) = listener().await;
         tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.unwrap();
@@ -392,7 +419,7 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let held = garbage(
+        let held = send_and_hold(
             addr,
             b"\x00\xff\x13\x37",
             Instant::now() + Duration::from_secs(5),
@@ -406,6 +433,10 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            held.reply().as_deref(),
+            Some("HTTP/1.1 400 Bad Request\r\n\r\n")
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! An HTTP upstream on loopback that answers `200 ok`, or accepts, reads and never responds,
-//! or sends a response head and never the body.
+//! or sends a response head and never the body, or drops keep-alive connections when reused.
 //!
 //! The switch is checked per request, so a pooled keep-alive connection stalls too. A request
 //! that arrived while stalled stays unanswered after [`Upstream::heal`]: a wedged connection
@@ -24,6 +24,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const ANSWER: u8 = 0;
 const STALL: u8 = 1;
 const STALL_BODY: u8 = 2;
+const DROP_REUSED: u8 = 3;
 
 /// The upstream server; stops (closing every connection) when dropped.
 #[derive(Debug)]
@@ -65,6 +66,12 @@ impl Upstream {
     /// nothing more (connections stay open).
     pub fn stall_body(&self) {
         self.state.behaviour.store(STALL_BODY, Ordering::SeqCst);
+    }
+
+    /// From now on a connection's first request is answered and its second dropped unanswered
+    /// with the connection: a pooled connection the upstream closed while it sat idle.
+    pub fn drop_reused(&self) {
+        self.state.behaviour.store(DROP_REUSED, Ordering::SeqCst);
     }
 
     /// From now on new requests are answered.
@@ -112,6 +119,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<UpstreamState>) {
 async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
     let mut buffered = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut answered = 0u64;
     loop {
         let Some(head_end) = buffered.windows(4).position(|w| w == b"\r\n\r\n") else {
             if buffered.len() > MAX_REQUEST_HEAD {
@@ -141,6 +149,8 @@ async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
         state.requests.fetch_add(1, Ordering::Relaxed);
         match state.behaviour.load(Ordering::SeqCst) {
             ANSWER => {}
+            DROP_REUSED if answered == 0 => {}
+            DROP_REUSED => return,
             behaviour => {
                 if behaviour == STALL_BODY && stream.write_all(HEAD_ONLY).await.is_err() {
                     return;
@@ -153,6 +163,7 @@ async fn serve(mut stream: TcpStream, state: Arc<UpstreamState>) {
         if stream.write_all(RESPONSE).await.is_err() {
             return;
         }
+        answered += 1;
     }
 }
 
@@ -207,6 +218,21 @@ mod tests {
         assert_eq!(response.head.status, 200);
         assert_eq!(upstream.accepted(), 4);
         assert_eq!(upstream.requests(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_is_dropped_when_told() {
+        let upstream = Upstream::start().await.unwrap();
+        upstream.drop_reused();
+        let mut stream = TcpStream::connect(upstream.addr()).await.unwrap();
+        let request = http::keep_alive_get_request("/", &[]);
+        let first = http::exchange(&mut stream, &request).await.unwrap();
+        assert_eq!(first.body, b"ok");
+        let second = http::exchange(&mut stream, &request).await.unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::UnexpectedEof);
+        let fresh = http::get(upstream.addr(), "/", &[], Duration::from_secs(5)).await;
+        assert_eq!(fresh.unwrap().body, b"ok", "a new connection is answered");
+        assert_eq!(upstream.requests(), 3);
     }
 
     #[tokio::test]

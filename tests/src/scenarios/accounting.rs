@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::server::SiteCount;
+use crate::server::SiteGroup;
 
 /// Label the server gives its pooled upstream connections' driver tasks.
 pub const UPSTREAM_CONNECTION_LABEL: &str = "upstream-connection";
@@ -146,8 +146,8 @@ impl Accounting {
 /// Accounts for the tasks and fds of `after` against `before`, `pool_idle` being the idle
 /// connections the server's pool reports.
 pub fn account(
-    before: &[SiteCount],
-    after: &[SiteCount],
+    before: &[SiteGroup],
+    after: &[SiteGroup],
     pool_idle: u64,
     fds_before: &FdCensus,
     fds_after: &FdCensus,
@@ -258,7 +258,7 @@ fn is_request_id(label: &str) -> bool {
     label != UPSTREAM_CONNECTION_LABEL && label != DNS_LOOKUP_LABEL
 }
 
-fn group(sites: &[SiteCount]) -> HashMap<(String, Option<String>), u64> {
+fn group(sites: &[SiteGroup]) -> HashMap<(String, Option<String>), u64> {
     let mut groups = HashMap::new();
     for site in sites {
         let name = site.site.to_string();
@@ -358,8 +358,8 @@ mod tests {
     use super::*;
     use crate::server::{Site, TaskEntry};
 
-    fn site(line: u32, file: &str, labels: &[Option<&str>]) -> SiteCount {
-        SiteCount {
+    fn site(line: u32, file: &str, labels: &[Option<&str>]) -> SiteGroup {
+        SiteGroup {
             site: Site {
                 file: file.into(),
                 line,
@@ -370,6 +370,7 @@ mod tests {
                 .iter()
                 .map(|label| TaskEntry {
                     id: 0,
+                    age_ms: 0,
                     label: label.map(str::to_owned),
                 })
                 .collect(),

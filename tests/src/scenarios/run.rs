@@ -476,7 +476,7 @@ async fn quiesce(
     endpoints: &Endpoints,
     sampler: &Sampler,
     peers: &Peers,
-    sites_before: &[crate::server::SiteCount],
+    sites_before: &[crate::server::SiteGroup],
     census_before: &FdCensus,
     bound: Duration,
 ) -> (Option<Duration>, Accounting) {

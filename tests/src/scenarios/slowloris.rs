@@ -52,7 +52,7 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
                     Ok(stream) => Ok(clients::hold_until_closed(stream, deadline).await),
                     Err(error) => Err(error),
                 },
-                Attack::Garbage(bytes) => clients::garbage(addr, &bytes, deadline).await,
+                Attack::Garbage(bytes) => clients::send_and_hold(addr, &bytes, deadline).await,
                 Attack::HalfClose => {
                     let request = http::get_request("/work", &[]);
                     let response =

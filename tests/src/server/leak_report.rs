@@ -1,4 +1,5 @@
-//! The parts of leakcheck's `LeakReport` JSON (schema_version 3) the suite reads.
+//! The parts of leakcheck's `LeakReport` and `Snapshot` JSON (schema_version 3) the suite
+//! reads: the shutdown report and `/debug/tasks`, the one parser of each in the repository.
 
 use std::path::Path;
 
@@ -19,16 +20,83 @@ pub struct LeakReport {
     pub sites: Vec<SiteGroup>,
 }
 
-/// Leaked tasks from one spawn site.
+/// Tasks from one spawn site: leaked ones in a report, live ones in a snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteGroup {
     /// The spawn site.
     pub site: Site,
     /// How many tasks.
     pub count: u64,
-    /// The tasks (only their labels are read).
+    /// The tasks.
     #[serde(default)]
     pub tasks: Vec<TaskEntry>,
+}
+
+impl SiteGroup {
+    /// Whether tasks from this site run on behalf of a request (carry a request-id label).
+    pub fn is_request_scoped(&self) -> bool {
+        self.tasks.iter().any(|task| task.label.is_some())
+    }
+}
+
+/// `/debug/tasks`: the live tracked tasks, grouped by spawn site (a leakcheck `Snapshot`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TasksSnapshot {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Always `"snapshot"`.
+    pub kind: String,
+    /// Live tracked tasks.
+    pub live: u64,
+    /// Live tasks grouped by spawn site, most tasks first.
+    #[serde(default)]
+    pub sites: Vec<SiteGroup>,
+}
+
+/// One live task of a [`TasksSnapshot`], with the site it was spawned at.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveTask<'a> {
+    /// Where it was spawned.
+    pub site: &'a Site,
+    /// The task.
+    pub task: &'a TaskEntry,
+}
+
+impl TasksSnapshot {
+    /// Parses `/debug/tasks` and rejects unknown schema versions and other documents.
+    pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
+        let snapshot: TasksSnapshot =
+            serde_json::from_slice(json).map_err(|e| format!("not a task snapshot: {e}"))?;
+        check_schema(snapshot.schema_version)?;
+        if snapshot.kind != "snapshot" {
+            return Err(format!("kind {:?}, not \"snapshot\"", snapshot.kind));
+        }
+        Ok(snapshot)
+    }
+
+    /// Every live task for which `keep` holds, in document order.
+    pub fn tasks_where(&self, keep: impl Fn(&LiveTask<'_>) -> bool) -> Vec<LiveTask<'_>> {
+        self.sites
+            .iter()
+            .flat_map(|group| {
+                group.tasks.iter().map(|task| LiveTask {
+                    site: &group.site,
+                    task,
+                })
+            })
+            .filter(|live| keep(live))
+            .collect()
+    }
+
+    /// Live tasks carrying `label`.
+    pub fn labeled(&self, label: &str) -> Vec<LiveTask<'_>> {
+        self.tasks_where(|live| live.task.label.as_deref() == Some(label))
+    }
+
+    /// Live tasks spawned in `file` (workspace-relative, e.g. `server/src/upstream.rs`).
+    pub fn spawned_in(&self, file: &str) -> Vec<LiveTask<'_>> {
+        self.tasks_where(|live| live.site.file == file)
+    }
 }
 
 /// A spawn site, workspace-relative.
@@ -48,12 +116,15 @@ impl std::fmt::Display for Site {
     }
 }
 
-/// One leaked task (only its label is read).
+/// One leaked or live task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskEntry {
     /// tokio's task id.
     #[serde(default)]
     pub id: u64,
+    /// Milliseconds since it was spawned.
+    #[serde(default)]
+    pub age_ms: u64,
     /// The request id it was spawned under, if any.
     #[serde(default)]
     pub label: Option<String>,
@@ -71,12 +142,7 @@ impl LeakReport {
     pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
         let report: LeakReport =
             serde_json::from_slice(json).map_err(|e| format!("not a leak report: {e}"))?;
-        if report.schema_version != SCHEMA_VERSION {
-            return Err(format!(
-                "schema_version {} (this suite reads {SCHEMA_VERSION}); update the chaos suite",
-                report.schema_version
-            ));
-        }
+        check_schema(report.schema_version)?;
         Ok(report)
     }
 
@@ -95,6 +161,16 @@ impl LeakReport {
             .flat_map(|group| &group.tasks)
             .filter(|task| task.label.as_deref().is_some_and(&matches))
             .count() as u64
+    }
+}
+
+fn check_schema(version: u32) -> std::result::Result<(), String> {
+    if version == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "schema_version {version} (this suite reads {SCHEMA_VERSION}); update the chaos suite"
+        ))
     }
 }
 
@@ -117,6 +193,32 @@ mod tests {
             "server/src/routes.rs:88:5"
         );
         assert_eq!(report.labeled(|label| label.starts_with("cs-")), 1);
+    }
+
+    #[test]
+    fn reads_a_snapshot_and_finds_tasks_by_label_and_file() {
+        let json = br#"{"schema_version":3,"kind":"snapshot","captured_at_unix_ms":1,"live":3,
+            "sites":[{"site":{"file":"server/src/lib.rs","line":7,"column":5},"count":1,"oldest_age_ms":90,"tasks":[{"id":1,"age_ms":90,"spawned_by":[]}]},
+                     {"site":{"file":"server/src/routes.rs","line":88,"column":5},"count":2,"oldest_age_ms":9,
+                      "tasks":[{"id":2,"age_ms":9,"spawned_by":[1],"label":"r-1"},{"id":3,"age_ms":4,"spawned_by":[1],"label":"r-2"}]}],
+            "stacks":[]}"#;
+        let snapshot = TasksSnapshot::parse(json).unwrap();
+        assert_eq!(snapshot.live, 3);
+        let labeled = snapshot.labeled("r-1");
+        assert_eq!(labeled.len(), 1);
+        assert_eq!((labeled[0].task.id, labeled[0].task.age_ms), (2, 9));
+        assert_eq!(labeled[0].site.to_string(), "server/src/routes.rs:88:5");
+        assert_eq!(snapshot.spawned_in("server/src/routes.rs").len(), 2);
+        assert!(snapshot.spawned_in("server/src/upstream.rs").is_empty());
+        assert!(snapshot.sites[1].is_request_scoped() && !snapshot.sites[0].is_request_scoped());
+        let report = LeakReport::parse(json).unwrap_err();
+        assert!(
+            report.contains("leaked"),
+            "a snapshot is not a leak report: {report}"
+        );
+        let error = TasksSnapshot::parse(br#"{"schema_version":3,"kind":"leak_report","live":0}"#)
+            .unwrap_err();
+        assert!(error.contains("leak_report"), "{error}");
     }
 
     #[test]

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 pub use binary::{SERVER_BIN_ENV, build_location, server_binary, workspace_root};
 pub use dump::{DumpedTask, Frame, StuckAt, StuckSource, TaskDump, Trace};
-use leak_report::SCHEMA_VERSION;
-pub use leak_report::{LeakReport, Site, SiteGroup, TaskEntry};
+pub use leak_report::{LeakReport, LiveTask, Site, SiteGroup, TaskEntry, TasksSnapshot};
 use parking_lot::Mutex;
 use serde::Deserialize;
 pub use tls::ServerTls;
@@ -63,37 +62,6 @@ pub struct Endpoints {
     pub https: SocketAddr,
     /// Process id (for `/proc/<pid>/fd`).
     pub pid: u32,
-}
-
-#[derive(Deserialize)]
-struct SnapshotHead {
-    schema_version: u32,
-    live: u64,
-}
-
-#[derive(Deserialize)]
-struct SnapshotSites {
-    schema_version: u32,
-    sites: Vec<SiteCount>,
-}
-
-/// Live tasks from one spawn site.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SiteCount {
-    /// The spawn site.
-    pub site: Site,
-    /// Live tasks spawned there.
-    pub count: u64,
-    /// The tasks (only their request-id labels are read).
-    #[serde(default)]
-    pub tasks: Vec<TaskEntry>,
-}
-
-impl SiteCount {
-    /// Whether tasks from this site run on behalf of a request (carry a request-id label).
-    pub fn is_request_scoped(&self) -> bool {
-        self.tasks.iter().any(|task| task.label.is_some())
-    }
 }
 
 #[derive(Deserialize)]
@@ -148,7 +116,6 @@ impl Endpoints {
     /// `GET /healthz` over HTTPS on a fresh connection (handshake included), verifying the
     /// server's certificate with `tls`; the whole exchange bounded by `deadline`.
     pub async fn probe_tls(&self, tls: &ServerTls, deadline: Duration) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
         let exchange = async {
             let stream = tokio::net::TcpStream::connect(self.https).await?;
             stream.set_nodelay(true)?;
@@ -156,13 +123,8 @@ impl Endpoints {
                 .connector
                 .connect(ServerTls::server_name(), stream)
                 .await?;
-            stream
-                .write_all(&http::get_request("/healthz", &[]))
-                .await?;
-            let mut buffered = Vec::new();
-            let head = http::read_head(&mut stream, &mut buffered).await?;
-            http::read_body(&mut stream, &head, buffered).await?;
-            Ok::<_, std::io::Error>(head.status)
+            let response = http::exchange(&mut stream, &http::get_request("/healthz", &[])).await?;
+            Ok::<_, std::io::Error>(response.head.status)
         };
         match tokio::time::timeout(deadline, exchange).await {
             Ok(Ok(200)) => Ok(()),
@@ -214,27 +176,31 @@ impl Endpoints {
 
     /// Live tracked tasks (`live` of `/debug/tasks`).
     pub async fn snapshot_live_tasks(&self) -> Result<u64> {
-        let response = self.get("/debug/tasks", ENDPOINT_DEADLINE).await?;
-        let snapshot: SnapshotHead = parse_json("/debug/tasks", &response)?;
-        check_schema("/debug/tasks", snapshot.schema_version)?;
-        Ok(snapshot.live)
+        Ok(self.tasks(ENDPOINT_DEADLINE).await?.live)
     }
 
     /// Asks for `/debug/tasks` once with a patient deadline: the server's first snapshot loads
     /// its debug info to symbolize spawn backtraces (seconds for a debug build on a busy
     /// machine), which must not count against [`ENDPOINT_DEADLINE`] later.
     pub async fn warm_symbolizer(&self) -> Result<()> {
-        let response = self.get("/debug/tasks", STARTUP_TIMEOUT).await?;
-        let _: SnapshotHead = parse_json("/debug/tasks", &response)?;
-        Ok(())
+        self.tasks(STARTUP_TIMEOUT).await.map(drop)
     }
 
     /// Live tracked tasks per spawn site (`sites` of `/debug/tasks`).
-    pub async fn live_sites(&self) -> Result<Vec<SiteCount>> {
-        let response = self.get("/debug/tasks", ENDPOINT_DEADLINE).await?;
-        let snapshot: SnapshotSites = parse_json("/debug/tasks", &response)?;
-        check_schema("/debug/tasks", snapshot.schema_version)?;
-        Ok(snapshot.sites)
+    pub async fn live_sites(&self) -> Result<Vec<SiteGroup>> {
+        Ok(self.tasks(ENDPOINT_DEADLINE).await?.sites)
+    }
+
+    /// `/debug/tasks`, answered within `deadline`.
+    pub async fn tasks(&self, deadline: Duration) -> Result<TasksSnapshot> {
+        let response = self.get("/debug/tasks", deadline).await?;
+        if response.head.status != 200 {
+            return Err(endpoint(
+                "/debug/tasks",
+                format!("status {}", response.head.status),
+            ));
+        }
+        TasksSnapshot::parse(&response.body).map_err(|message| endpoint("/debug/tasks", message))
     }
 
     /// Request id → when its handler (or streamed body) ended and when its last labeled task
@@ -296,17 +262,6 @@ fn parse_json<T: for<'de> Deserialize<'de>>(path: &str, response: &http::Respons
     }
     serde_json::from_slice(&response.body)
         .map_err(|error| endpoint(path, format!("bad JSON: {error}")))
-}
-
-fn check_schema(path: &str, version: u32) -> Result<()> {
-    if version == SCHEMA_VERSION {
-        Ok(())
-    } else {
-        Err(endpoint(
-            path,
-            format!("schema_version {version} (this suite reads {SCHEMA_VERSION})"),
-        ))
-    }
 }
 
 fn endpoint(path: &str, message: String) -> Error {
