@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use leakcheck_server::{Bug, Config, RunningServer};
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -15,21 +14,19 @@ use crate::support::*;
 const WELL_PAST_THE_DEADLINE: Duration = Duration::from_millis(1200);
 
 /// Connection tasks older than `age`.
-fn connections_older_than(snapshot: &Value, age: Duration) -> Vec<Value> {
-    tasks_where(snapshot, |site, task| {
-        site["file"] == "server/src/listener.rs"
-            && task["age_ms"].as_u64().unwrap_or(0) >= age.as_millis() as u64
+fn connections_older_than(snapshot: &TasksSnapshot, age: Duration) -> Vec<LiveTask<'_>> {
+    tasks_where(snapshot, |live| {
+        live.site.file == "server/src/listener.rs" && live.task.age_ms >= age.as_millis() as u64
     })
 }
 
-/// The files named by a leak report's sites.
+/// The files named by a leak report's sites, as the chaos toolkit reads the report.
 fn report_sites(report: &leakcheck::LeakReport) -> Vec<String> {
-    let json: Value = serde_json::from_str(&report.to_json()).unwrap();
-    json["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|group| group["site"]["file"].as_str().unwrap().to_owned())
+    chaos::server::LeakReport::parse(report.to_json().as_bytes())
+        .expect("a leak report")
+        .sites
+        .into_iter()
+        .map(|group| group.site.file)
         .collect()
 }
 
@@ -85,7 +82,7 @@ async fn no_dns_timeout_leaks_the_lookup_task_past_shutdown() {
     assert_eq!(
         lookups.len(),
         1,
-        "the lookup outlives its request: {snapshot:#}"
+        "the lookup outlives its request: {snapshot:#?}"
     );
     let report = stop(server)
         .await
@@ -109,20 +106,14 @@ async fn no_pool_acquire_timeout_queues_requests_until_the_request_deadline() {
         ..with_bug(Bug::NoPoolAcquireTimeout)
     });
     let http = server.bound().http;
-    let holder =
-        tokio::spawn(
-            async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await },
-        );
+    let holder = tokio::spawn(async move { raw_exchange(http, &get_request("/proxy", &[])).await });
     wait_for_tasks(
         &server,
         "the first /proxy to hold the only slot",
         |snapshot| !spawned_in(snapshot, "server/src/upstream.rs").is_empty(),
     )
     .await;
-    let queued =
-        tokio::spawn(
-            async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await },
-        );
+    let queued = tokio::spawn(async move { raw_exchange(http, &get_request("/proxy", &[])).await });
     // Well past the 200 ms acquire deadline, the queued request's connection is still parked.
     let snapshot = wait_for_tasks(
         &server,
@@ -154,7 +145,7 @@ async fn detached_request_task_outlives_the_response_and_the_server() {
     assert_eq!(
         left.len(),
         1,
-        "the lease keeper runs on after the response: {snapshot:#}"
+        "the lease keeper runs on after the response: {snapshot:#?}"
     );
     assert_server_sites(&left);
     let report = stop(server)
@@ -168,17 +159,20 @@ async fn detached_request_task_outlives_the_response_and_the_server() {
 async fn no_write_timeout_lets_a_slow_reader_pin_the_request() {
     let server = start(with_bug(Bug::NoWriteTimeout));
     let mut reader = TcpStream::connect(server.bound().http).await.unwrap();
-    reader.write_all(b"GET /stream?chunks=64&interval_ms=1&size=1048576 HTTP/1.1\r\nHost: x\r\nx-request-id: stuck\r\n\r\n").await.unwrap();
+    let request = get_request(
+        "/stream?chunks=64&interval_ms=1&size=1048576",
+        &[("x-request-id", "stuck")],
+    );
+    reader.write_all(&request).await.unwrap();
     let snapshot = wait_for_tasks(
         &server,
         "the stuck stream's tasks to outlive the write deadline",
         |snapshot| {
             let stuck = labeled(snapshot, "stuck");
             stuck.len() == 2
-                && stuck.iter().all(|task| {
-                    task["age_ms"].as_u64().unwrap_or(0)
-                        >= WELL_PAST_THE_DEADLINE.as_millis() as u64
-                })
+                && stuck
+                    .iter()
+                    .all(|live| live.task.age_ms >= WELL_PAST_THE_DEADLINE.as_millis() as u64)
         },
     )
     .await;
@@ -197,7 +191,7 @@ async fn uncaught_panic_in_child_hangs_the_request_and_its_tasks() {
     let request = tokio::spawn(async move {
         raw_exchange(
             http,
-            b"GET /panic?child=1 HTTP/1.1\r\nHost: x\r\nx-request-id: orphaned\r\n\r\n",
+            &get_request("/panic?child=1", &[("x-request-id", "orphaned")]),
         )
         .await
     });
@@ -207,7 +201,7 @@ async fn uncaught_panic_in_child_hangs_the_request_and_its_tasks() {
         |snapshot| {
             labeled(snapshot, "orphaned")
                 .iter()
-                .any(|task| task["age_ms"].as_u64().unwrap_or(0) >= 1000)
+                .any(|live| live.task.age_ms >= 1000)
         },
     )
     .await;
@@ -234,16 +228,16 @@ async fn no_upstream_timeouts_hold_the_slot_and_connection_until_the_request_dea
     });
     let waiting = tokio::spawn({
         let http = server.bound().http;
-        async move { raw_exchange(http, b"GET /proxy HTTP/1.1\r\nHost: x\r\n\r\n").await }
+        async move { raw_exchange(http, &get_request("/proxy", &[])).await }
     });
     // Well past the response deadline the pooled connection's driver is still there.
     let snapshot = wait_for_tasks(
         &server,
         "the pooled driver to outlive the response deadline",
         |snapshot| {
-            tasks_where(snapshot, |site, task| {
-                site["file"] == "server/src/upstream.rs"
-                    && task["age_ms"].as_u64() > Some(SHORT.as_millis() as u64 * 3)
+            tasks_where(snapshot, |live| {
+                live.site.file == "server/src/upstream.rs"
+                    && live.task.age_ms > SHORT.as_millis() as u64 * 3
             })
             .len()
                 == 1
@@ -267,7 +261,7 @@ async fn no_stream_timeout_lets_a_trickle_reader_pin_the_request() {
         write_timeout: Duration::from_secs(60),
         ..with_bug(Bug::NoStreamTimeout)
     });
-    let Err(reader) = trickle_read(&server, "pinned", stream_timeout * 3).await else {
+    let Held::Open(reader) = trickle_read(&server, "pinned", stream_timeout * 3).await else {
         panic!("the stream ended although no stream deadline was set");
     };
     let snapshot = tasks(&server).await;
@@ -275,7 +269,7 @@ async fn no_stream_timeout_lets_a_trickle_reader_pin_the_request() {
     assert_eq!(
         pinned.len(),
         2,
-        "lease keeper and producer still run: {snapshot:#}"
+        "lease keeper and producer still run: {snapshot:#?}"
     );
     assert_server_sites(&pinned);
     drop(reader);

@@ -47,19 +47,14 @@ async fn work_runs_children_labeled_with_the_request_id() {
     // The request's tasks carried its label: their end is recorded under its id.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let drained = get(&server, "/debug/cancellations").await;
-        let document: serde_json::Value = serde_json::from_str(&drained.body).unwrap();
-        if document["drained"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|entry| entry["request_id"] == "work-1" && entry["stage"] == "tasks_drained")
-        {
+        let drained = endpoints(&server).cancellations().await.unwrap();
+        let work = drained.get("work-1").copied().unwrap_or_default();
+        if work.tasks_drained_ns.is_some() {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "work-1 never drained: {document}"
+            "work-1 never drained: {drained:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -99,8 +94,9 @@ async fn proxy_resolves_by_name_and_reuses_pooled_connections() {
     // (The resolver's own background task, spawned inside the first lookup,
     // carries its label too, and lives as long as the resolver.)
     let snapshot = wait_for_tasks(&server, "the DNS lookup tasks to end", |snapshot| {
-        tasks_where(snapshot, |site, task| {
-            site["file"] == "server/src/upstream.rs" && task["label"] == DNS_LOOKUP_LABEL
+        tasks_where(snapshot, |live| {
+            live.site.file == "server/src/upstream.rs"
+                && live.task.label.as_deref() == Some(DNS_LOOKUP_LABEL)
         })
         .is_empty()
     })
@@ -108,7 +104,7 @@ async fn proxy_resolves_by_name_and_reuses_pooled_connections() {
     assert_eq!(
         spawned_in(&snapshot, "server/src/upstream.rs").len(),
         1,
-        "one pooled connection served all three: {snapshot:#}"
+        "one pooled connection served all three: {snapshot:#?}"
     );
     assert!(
         stop(server).await.leaks.is_none(),
@@ -165,15 +161,15 @@ async fn panics_are_500s_and_the_server_lives() {
 async fn debug_and_metrics_endpoints() {
     let server = start(config());
     let snapshot = tasks(&server).await;
-    assert_eq!(snapshot["schema_version"], leakcheck::SCHEMA_VERSION);
-    assert_eq!(snapshot["kind"], "snapshot");
+    assert_eq!(snapshot.schema_version, leakcheck::SCHEMA_VERSION);
+    assert_eq!(snapshot.kind, "snapshot");
     let accept_loops = spawned_in(&snapshot, "server/src/lib.rs");
     assert_eq!(
         accept_loops.len(),
         2,
-        "both accept loops are live and named: {snapshot:#}"
+        "both accept loops are live and named: {snapshot:#?}"
     );
-    assert!(snapshot["live"].as_u64().unwrap() >= 3);
+    assert!(snapshot.live >= 3);
 
     let dump = get(&server, "/debug/dump").await;
     assert_eq!(dump.status, StatusCode::OK);
@@ -246,14 +242,15 @@ async fn certificates_from_pem_files() {
 
 #[tokio::test]
 async fn proxy_retries_a_get_once_when_a_pooled_connection_drops_it() {
-    let (upstream, _upstream_task) = fickle_upstream().await;
+    let upstream = upstream().await;
+    upstream.drop_reused();
     let server = start(Config {
-        upstream: Some(format!("http://127.0.0.1:{}/", upstream.port())),
+        upstream: Some(format!("http://127.0.0.1:{}/", upstream.addr().port())),
         ..config()
     });
     for _ in 0..5 {
         let reply = get(&server, "/proxy").await;
-        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "hi"));
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
     }
     assert!(stop(server).await.leaks.is_none());
 }
@@ -268,9 +265,10 @@ async fn open_streams(server: &RunningServer, n: usize) -> Vec<tokio::net::TcpSt
             .await
             .unwrap();
         stream
-            .write_all(
-                b"GET /stream?chunks=100000&interval_ms=50&size=8 HTTP/1.1\r\nHost: x\r\n\r\n",
-            )
+            .write_all(&get_request(
+                "/stream?chunks=100000&interval_ms=50&size=8",
+                &[],
+            ))
             .await
             .unwrap();
         let mut first = [0u8; 8];
@@ -302,7 +300,7 @@ async fn a_multi_thread_server_is_dumped_once_with_at_most_128_tasks() {
     // 30 streams, ~90 tasks: dumped, every stream's tasks in it.
     streams.truncate(30);
     wait_for_tasks(&server, "the dropped streams' tasks to end", |snapshot| {
-        snapshot["live"].as_u64().unwrap() <= 100
+        snapshot.live <= 100
     })
     .await;
     let dump = get(&server, "/debug/dump").await;
