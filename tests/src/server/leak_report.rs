@@ -11,8 +11,11 @@ pub(super) const SCHEMA_VERSION: u32 = 3;
 /// The parts of a leakcheck `LeakReport` (schema_version 3) the suite uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeakReport {
-    /// Always 2.
+    /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// Always `"leak_report"`.
+    #[serde(default)]
+    pub kind: String,
     /// Leaked tasks.
     pub leaked: u64,
     /// Leaked tasks grouped by spawn site, most tasks first.
@@ -68,9 +71,7 @@ impl TasksSnapshot {
         let snapshot: TasksSnapshot =
             serde_json::from_slice(json).map_err(|e| format!("not a task snapshot: {e}"))?;
         check_schema(snapshot.schema_version)?;
-        if snapshot.kind != "snapshot" {
-            return Err(format!("kind {:?}, not \"snapshot\"", snapshot.kind));
-        }
+        check_kind(&snapshot.kind, "snapshot")?;
         Ok(snapshot)
     }
 
@@ -143,6 +144,7 @@ impl LeakReport {
         let report: LeakReport =
             serde_json::from_slice(json).map_err(|e| format!("not a leak report: {e}"))?;
         check_schema(report.schema_version)?;
+        check_kind(&report.kind, "leak_report")?;
         Ok(report)
     }
 
@@ -171,6 +173,14 @@ fn check_schema(version: u32) -> std::result::Result<(), String> {
         Err(format!(
             "schema_version {version} (this suite reads {SCHEMA_VERSION}); update the chaos suite"
         ))
+    }
+}
+
+fn check_kind(kind: &str, expected: &str) -> std::result::Result<(), String> {
+    if kind == expected {
+        Ok(())
+    } else {
+        Err(format!("kind {kind:?}, not {expected:?}"))
     }
 }
 
@@ -216,6 +226,9 @@ mod tests {
             report.contains("leaked"),
             "a snapshot is not a leak report: {report}"
         );
+        let report =
+            LeakReport::parse(br#"{"schema_version":3,"kind":"snapshot","leaked":0}"#).unwrap_err();
+        assert!(report.contains("\"snapshot\""), "{report}");
         let error = TasksSnapshot::parse(br#"{"schema_version":3,"kind":"leak_report","live":0}"#)
             .unwrap_err();
         assert!(error.contains("leak_report"), "{error}");
