@@ -1,134 +1,97 @@
 //! The real binary: the "listening" line, --help, flag errors, SIGTERM exit codes and --leak-report.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chaos::server::{ServerProcess, Shutdown};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_leakcheck-server");
 
-struct Server {
-    child: Child,
-    http: SocketAddr,
+/// Where a test's server writes its leak report (one file per test and process).
+fn report_path(test: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "leakcheck-server-{test}-{}.json",
+        std::process::id()
+    ))
 }
 
-fn launch(extra: &[&str]) -> Server {
-    let mut child = Command::new(BINARY)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--shutdown-grace",
-            "500ms",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .expect("a line on stdout");
-    let fields: Vec<&str> = line.trim_end().split(' ').collect();
-    assert_eq!(fields.len(), 3, "{line:?}");
-    assert_eq!(fields[0], "listening");
-    let http = fields[1]
-        .strip_prefix("http=")
-        .expect("http=ADDR")
-        .parse()
-        .unwrap();
-    let https: SocketAddr = fields[2]
-        .strip_prefix("https=")
-        .expect("https=ADDR")
-        .parse()
-        .unwrap();
-    assert_ne!(https.port(), 0);
-    Server { child, http }
-}
-
-/// Sends SIGTERM and returns (exit code, stderr), bounded in time.
-fn terminate(mut server: Server) -> (i32, String) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status.code().expect("exited, not killed");
-        }
-        assert!(Instant::now() < deadline, "no exit within 10s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
+/// Starts the binary through the chaos runner, which checks the `listening` line.
+async fn launch(extra: &[&str], report: &Path) -> ServerProcess {
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--shutdown-grace",
+        "500ms",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|arg| (*arg).to_owned())
+    .collect();
+    let server = ServerProcess::start(Path::new(BINARY), &args, report)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_ne!(server.endpoints().http.port(), 0);
+    assert_ne!(server.endpoints().https.port(), 0);
     server
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (code, stderr)
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
+/// Sends SIGTERM and waits (10 s at most) for an exit, not a kill.
+async fn terminate(server: ServerProcess) -> Shutdown {
+    let shutdown = server.terminate(Duration::from_secs(10)).await;
+    assert!(
+        !shutdown.killed && shutdown.exit_code.is_some(),
+        "no exit within 10s of SIGTERM: {shutdown:?}"
+    );
+    shutdown
 }
 
-#[test]
-fn sigterm_after_clean_traffic_exits_0() {
-    let server = launch(&[]);
-    assert!(http_get(server.http, "/work").starts_with("HTTP/1.1 200"));
-    let (code, stderr) = terminate(server);
-    assert_eq!(code, 0, "{stderr}");
+/// The status of `GET path`.
+async fn status(server: &ServerProcess, path: &str) -> u16 {
+    chaos::http::get(server.endpoints().http, path, &[], Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+        .head
+        .status
 }
 
-#[test]
-fn sigterm_right_after_the_listening_line_is_a_verified_shutdown() {
+#[tokio::test]
+async fn sigterm_after_clean_traffic_exits_0() {
+    let report = report_path("clean");
+    let server = launch(&[], &report).await;
+    assert_eq!(status(&server, "/work").await, 200);
+    let shutdown = terminate(server).await;
+    assert_eq!(shutdown.exit_code, Some(0), "{}", shutdown.stderr);
+}
+
+#[tokio::test]
+async fn sigterm_right_after_the_listening_line_is_a_verified_shutdown() {
     // The handlers are installed before the line is printed: a signal sent at once must not
     // meet the default action (killed, no exit code).
-    let (code, stderr) = terminate(launch(&[]));
-    assert_eq!(code, 0, "{stderr}");
+    let report = report_path("at-once");
+    let shutdown = terminate(launch(&[], &report).await).await;
+    assert_eq!(shutdown.exit_code, Some(0), "{}", shutdown.stderr);
 }
 
-#[test]
-fn sigterm_with_a_leak_exits_3_with_the_report() {
-    let report = std::env::temp_dir().join(format!(
-        "leakcheck-server-report-{}.json",
-        std::process::id()
-    ));
-    let server = launch(&[
-        "--bug",
-        "detached-request-task",
-        "--leak-report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(http_get(server.http, "/work").starts_with("HTTP/1.1 200"));
-    let (code, stderr) = terminate(server);
-    assert_eq!(code, 3, "{stderr}");
+#[tokio::test]
+async fn sigterm_with_a_leak_exits_3_with_the_report() {
+    let report = report_path("leak");
+    let server = launch(&["--bug", "detached-request-task"], &report).await;
+    assert_eq!(status(&server, "/work").await, 200);
+    let shutdown = terminate(server).await;
+    assert_eq!(shutdown.exit_code, Some(3), "{}", shutdown.stderr);
     assert!(
-        stderr.contains("server/src/routes.rs"),
-        "the report names the spawn site: {stderr}"
+        shutdown.stderr.contains("server/src/routes.rs"),
+        "the report names the spawn site: {}",
+        shutdown.stderr
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(json["kind"], "leak_report");
-    assert_eq!(json["sites"][0]["site"]["file"], "server/src/routes.rs");
+    // The chaos toolkit's reader checks the schema and that it is a leak report.
+    let leaks = shutdown
+        .leak_report
+        .unwrap_or_else(|| panic!("{:?}", shutdown.leak_report_error));
+    assert_eq!(leaks.sites[0].site.file, "server/src/routes.rs");
     std::fs::remove_file(report).unwrap();
 }
 
