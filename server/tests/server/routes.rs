@@ -177,6 +177,12 @@ async fn debug_and_metrics_endpoints() {
 
     let metrics = get(&server, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
+    assert_eq!(
+        metrics.headers["content-type"],
+        leakcheck_server::metrics::CONTENT_TYPE,
+        "OpenMetrics, as prometheus-client writes it"
+    );
+    assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
     for name in [
         "leakcheck_live_tasks",
         "leakcheck_server_runtime_workers",

@@ -139,7 +139,7 @@ impl LeakReport {
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Parses a report and rejects unknown schema versions.
+    /// Parses a report and rejects unknown schema versions and other documents.
     pub fn parse(json: &[u8]) -> std::result::Result<Self, String> {
         let report: LeakReport =
             serde_json::from_slice(json).map_err(|e| format!("not a leak report: {e}"))?;
