@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use chaos::faults::clients::{Held, hold_until_closed};
-use chaos::faults::clients::{send_and_hold, slow_reader};
+pub use chaos::faults::clients::Held;
+use chaos::faults::clients::{hold_until_closed, send_and_hold, slow_reader};
 pub use chaos::faults::dns::FakeDns;
 pub use chaos::faults::upstream::Upstream;
 use chaos::http::Response;
