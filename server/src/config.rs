@@ -36,6 +36,21 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Default cap on concurrent client connections; more are shed at accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default deadline for an HTTP/2 client's connection preface and first SETTINGS frame, from
+/// the end of the TLS handshake.
+pub const DEFAULT_H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `SETTINGS_MAX_CONCURRENT_STREAMS` of an HTTP/2 connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default number of streams an HTTP/2 client may reset before the server has accepted them
+/// (h2's own default) before it gets GOAWAY `ENHANCE_YOUR_CALM`: the rapid-reset defense.
+pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
+/// Default number of streams the server may reset for an HTTP/2 client's protocol errors
+/// before it gets GOAWAY `ENHANCE_YOUR_CALM` (hyper's default).
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Default interval of the HTTP/2 keep-alive pings.
+pub const DEFAULT_H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Default wait for a keep-alive ping's acknowledgement before the connection is closed.
+pub const DEFAULT_H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `leakcheck-server`: an instrumented hyper/rustls HTTP service whose every
 /// task is tracked by leakcheck.
@@ -106,6 +121,24 @@ pub struct Args {
     /// Concurrent client connections; connections past the cap are shed at accept.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_positive)]
     pub max_connections: usize,
+    /// HTTP/2 (TLS port): deadline for the client's connection preface and first SETTINGS frame, from the end of the TLS handshake.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub h2_preface_timeout: Duration,
+    /// HTTP/2: streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = DEFAULT_H2_MAX_CONCURRENT_STREAMS, value_parser = parse_positive_u32)]
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams a client may reset before the server accepted them before it gets GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+    #[arg(long, default_value_t = DEFAULT_H2_MAX_PENDING_RESETS, value_parser = parse_positive)]
+    pub h2_max_pending_resets: usize,
+    /// HTTP/2: streams the server may reset for a client's protocol errors before it gets GOAWAY ENHANCE_YOUR_CALM.
+    #[arg(long, default_value_t = DEFAULT_H2_MAX_LOCAL_ERROR_RESETS, value_parser = parse_positive)]
+    pub h2_max_local_error_resets: usize,
+    /// HTTP/2: interval of the keep-alive pings that find a vanished client.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub h2_keep_alive_interval: Duration,
+    /// HTTP/2: wait for a keep-alive ping's acknowledgement before the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub h2_keep_alive_timeout: Duration,
     /// Runtime worker threads (default: one per available core).
     #[arg(long, value_parser = parse_positive)]
     pub worker_threads: Option<usize>,
@@ -186,6 +219,18 @@ pub struct Config {
     pub pool_size: usize,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`DEFAULT_H2_PREFACE_TIMEOUT`].
+    pub h2_preface_timeout: Duration,
+    /// See [`DEFAULT_H2_MAX_CONCURRENT_STREAMS`].
+    pub h2_max_concurrent_streams: u32,
+    /// See [`DEFAULT_H2_MAX_PENDING_RESETS`].
+    pub h2_max_pending_resets: usize,
+    /// See [`DEFAULT_H2_MAX_LOCAL_ERROR_RESETS`].
+    pub h2_max_local_error_resets: usize,
+    /// See [`DEFAULT_H2_KEEP_ALIVE_INTERVAL`].
+    pub h2_keep_alive_interval: Duration,
+    /// See [`DEFAULT_H2_KEEP_ALIVE_TIMEOUT`].
+    pub h2_keep_alive_timeout: Duration,
     /// Runtime worker threads; `None` = one per core.
     pub worker_threads: Option<usize>,
     /// Task tracking mode.
@@ -216,6 +261,12 @@ impl Default for Config {
             dns_server: None,
             pool_size: DEFAULT_POOL_SIZE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_preface_timeout: DEFAULT_H2_PREFACE_TIMEOUT,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2_max_pending_resets: DEFAULT_H2_MAX_PENDING_RESETS,
+            h2_max_local_error_resets: DEFAULT_H2_MAX_LOCAL_ERROR_RESETS,
+            h2_keep_alive_interval: DEFAULT_H2_KEEP_ALIVE_INTERVAL,
+            h2_keep_alive_timeout: DEFAULT_H2_KEEP_ALIVE_TIMEOUT,
             worker_threads: None,
             tracking: Tracking::Full,
             bugs: Vec::new(),
@@ -256,6 +307,12 @@ impl From<Args> for Config {
             dns_server: args.dns_server,
             pool_size: args.pool_size,
             max_connections: args.max_connections,
+            h2_preface_timeout: args.h2_preface_timeout,
+            h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+            h2_max_pending_resets: args.h2_max_pending_resets,
+            h2_max_local_error_resets: args.h2_max_local_error_resets,
+            h2_keep_alive_interval: args.h2_keep_alive_interval,
+            h2_keep_alive_timeout: args.h2_keep_alive_timeout,
             worker_threads: args.worker_threads,
             tracking: args.tracking,
             bugs: args.bugs,
@@ -290,6 +347,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) | Err(_) => Err(format!("`{text}` is not a positive whole number")),
+        Ok(value) => Ok(value),
+    }
+}
+
+fn parse_positive_u32(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!(
+            "`{text}` is not a positive whole number up to {}",
+            u32::MAX
+        )),
         Ok(value) => Ok(value),
     }
 }
@@ -332,6 +399,21 @@ mod tests {
         );
         assert_eq!(config.upstream_body_timeout, DEFAULT_UPSTREAM_BODY_TIMEOUT);
         assert_eq!(config.stream_timeout, DEFAULT_STREAM_TIMEOUT);
+        assert_eq!(config.h2_preface_timeout, DEFAULT_H2_PREFACE_TIMEOUT);
+        assert_eq!(
+            config.h2_max_concurrent_streams,
+            DEFAULT_H2_MAX_CONCURRENT_STREAMS
+        );
+        assert_eq!(config.h2_max_pending_resets, DEFAULT_H2_MAX_PENDING_RESETS);
+        assert_eq!(
+            config.h2_max_local_error_resets,
+            DEFAULT_H2_MAX_LOCAL_ERROR_RESETS
+        );
+        assert_eq!(
+            config.h2_keep_alive_interval,
+            DEFAULT_H2_KEEP_ALIVE_INTERVAL
+        );
+        assert_eq!(config.h2_keep_alive_timeout, DEFAULT_H2_KEEP_ALIVE_TIMEOUT);
         assert!(config.bugs.is_empty());
     }
 

@@ -12,6 +12,7 @@ pub mod bugs;
 pub mod config;
 pub mod deadline;
 pub mod debug;
+pub mod http2;
 pub mod io;
 pub mod labels;
 pub mod listener;

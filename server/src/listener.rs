@@ -1,4 +1,5 @@
-//! Accept loops: the connection cap, the TLS handshake deadline, hyper's header-read
+//! Accept loops: the connection cap, the TLS handshake deadline, the protocol ALPN picked
+//! (HTTP/2 or HTTP/1.1 on the TLS port, HTTP/1.1 only on the plain port), hyper's header-read
 //! deadline, per-connection graceful shutdown, and the drain that ends them all.
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tower::ServiceExt;
 use crate::bugs::Bug;
 use crate::config::Config;
 use crate::deadline::ResponseDeadline;
+use crate::http2::{ALPN_H2, Http2Settings, PrefaceDeadline, Served};
 use crate::io::WriteDeadline;
 use crate::metrics::Metrics;
 use crate::routes::{AppService, ConnectionInfo};
@@ -37,9 +39,9 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 /// Which protocol a listener speaks.
 #[derive(Clone)]
 pub enum Transport {
-    /// Plain HTTP/1.1.
+    /// Plain HTTP/1.1 (no HTTP/2 without TLS: no h2c, no prior knowledge).
     Plain,
-    /// HTTP/1.1 over TLS.
+    /// TLS, then HTTP/2 when the client's ALPN picks `h2`, else HTTP/1.1.
     Tls(TlsAcceptor),
 }
 
@@ -67,6 +69,8 @@ pub struct ConnectionContext {
     pub header_timeout: Option<Duration>,
     /// Write deadline; `None` with `no-write-timeout`.
     pub write_timeout: Option<Duration>,
+    /// HTTP/2 settings (TLS port).
+    pub http2: Http2Settings,
     /// How long connections get to finish after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -82,6 +86,7 @@ impl ConnectionContext {
             handshake_timeout: unless(Bug::NoTlsHandshakeTimeout, config.handshake_timeout),
             header_timeout: unless(Bug::NoHeaderTimeout, config.header_timeout),
             write_timeout: unless(Bug::NoWriteTimeout, config.write_timeout),
+            http2: Http2Settings::new(config),
             shutdown_grace: config.shutdown_grace,
         }
     }
@@ -156,7 +161,9 @@ async fn serve_connection(
     let socket = Socket::of(&stream);
     let stream = WriteDeadline::new(stream, context.write_timeout);
     match transport {
-        Transport::Plain => serve_http(stream, socket, peer, &context, &shutdown).await,
+        Transport::Plain => {
+            serve_http(stream, socket, peer, Protocol::Http1, &context, &shutdown).await
+        }
         Transport::Tls(acceptor) => {
             let handshake = acceptor.accept(stream);
             let handshake = async {
@@ -176,7 +183,13 @@ async fn serve_connection(
                 () = shutdown.cancelled() => return,
             };
             match tls {
-                Ok(tls) => serve_http(tls, socket, peer, &context, &shutdown).await,
+                Ok(tls) => {
+                    let protocol = match tls.get_ref().1.alpn_protocol() {
+                        Some(ALPN_H2) => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    serve_http(tls, socket, peer, protocol, &context, &shutdown).await
+                }
                 Err(error) => {
                     context.metrics.handshake_failures.inc();
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -186,11 +199,21 @@ async fn serve_connection(
     }
 }
 
-/// Serves HTTP/1.1 on `io` until the client leaves, a deadline cuts it, or shutdown completes it.
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Serves HTTP on `io` until the client leaves, a deadline cuts it, or shutdown completes it
+/// (HTTP/1.1: the response in progress ends the connection; HTTP/2: GOAWAY, then the open
+/// streams drain).
 async fn serve_http<I>(
     io: I,
     socket: Socket,
     peer: SocketAddr,
+    protocol: Protocol,
     context: &ConnectionContext,
     shutdown: &CancellationToken,
 ) where
@@ -209,35 +232,72 @@ async fn serve_http<I>(
                 request.extensions_mut().insert(info.clone());
                 request
             });
-    let mut builder = http1::Builder::new();
-    // With a timer, hyper's header-read deadline runs from connect (so it is also the
-    // first-byte deadline) and covers every idle keep-alive wait.
-    builder
-        .timer(TokioTimer::new())
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .header_read_timeout(context.header_timeout);
-    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = deadline.expired() => {
-            cut_by_deadline(socket, peer, context);
-            return;
+    let service = TowerToHyperService::new(service);
+    let result = match protocol {
+        Protocol::Http1 => {
+            let mut builder = http1::Builder::new();
+            // With a timer, hyper's header-read deadline runs from connect (so it is also the
+            // first-byte deadline) and covers every idle keep-alive wait.
+            builder
+                .timer(TokioTimer::new())
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_header_size(MAX_HEAD_BYTES)
+                .header_read_timeout(context.header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let connection = std::pin::pin!(connection);
+            drive(
+                connection,
+                |connection| connection.graceful_shutdown(),
+                &deadline,
+                shutdown,
+            )
+            .await
         }
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = deadline.expired() => {
-                    cut_by_deadline(socket, peer, context);
-                    return;
-                }
-            }
+        Protocol::Http2 => {
+            let io = PrefaceDeadline::new(io, context.http2.preface_timeout);
+            let connection = context
+                .http2
+                .builder()
+                .serve_connection(TokioIo::new(io), service);
+            let connection = std::pin::pin!(Served::new(connection));
+            drive(
+                connection,
+                |served| served.connection().graceful_shutdown(),
+                &deadline,
+                shutdown,
+            )
+            .await
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
+        None => cut_by_deadline(socket, peer, context),
+    }
+}
+
+/// Polls `connection` to its end, starting its graceful shutdown when `shutdown` fires; `None`
+/// when the response deadline passed first (the caller then cuts the connection, which it
+/// still owns).
+async fn drive<C>(
+    mut connection: std::pin::Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+    deadline: &ResponseDeadline,
+    shutdown: &CancellationToken,
+) -> Option<hyper::Result<()>>
+where
+    C: std::future::Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        result = connection.as_mut() => Some(result),
+        () = deadline.expired() => None,
+        () = shutdown.cancelled() => {
+            graceful_shutdown(connection.as_mut());
+            tokio::select! {
+                result = connection.as_mut() => Some(result),
+                () = deadline.expired() => None,
+            }
+        }
     }
 }
 

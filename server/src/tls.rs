@@ -9,6 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::CertSource;
+use crate::http2::{ALPN_H2, ALPN_HTTP1};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug)]
@@ -66,8 +67,10 @@ pub fn setup(source: &CertSource) -> Result<TlsSetup, TlsError> {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|error| TlsError::Invalid(error.to_string()))?;
-    // HTTP/1.1 only: every connection then runs under hyper's header-read timer (see listener.rs).
-    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first; HTTP/1.1 for clients that ask for it or offer no ALPN. Each protocol has
+    // its first-bytes deadline (hyper's header-read timer, the HTTP/2 preface deadline), so
+    // the choice is made by ALPN alone, never by sniffing the first bytes (see listener.rs).
+    server_config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(TlsSetup {
         server_config: Arc::new(server_config),
         certificate,
