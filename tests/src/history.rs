@@ -63,6 +63,18 @@ pub struct History {
     classes: Mutex<BTreeMap<String, u64>>,
     aborts: Mutex<Vec<Abort>>,
     parked: Mutex<Vec<TcpStream>>,
+    parked_connections: Mutex<Vec<ParkedConnection>>,
+}
+
+/// A parked client connection of any type, only held.
+struct ParkedConnection {
+    _held: Box<dyn Send>,
+}
+
+impl std::fmt::Debug for ParkedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParkedConnection")
+    }
 }
 
 impl History {
@@ -91,14 +103,23 @@ impl History {
         self.parked.lock().push(stream);
     }
 
-    /// How many sockets are parked.
-    pub fn parked(&self) -> usize {
-        self.parked.lock().len()
+    /// Keeps a whole client connection (a TLS stream, an HTTP/2 connection no longer polled)
+    /// open until the history is dropped, as [`History::park`] does a socket.
+    pub fn park_connection(&self, connection: impl Send + 'static) {
+        self.parked_connections.lock().push(ParkedConnection {
+            _held: Box::new(connection),
+        });
     }
 
-    /// Closes every parked socket.
+    /// How many sockets and connections are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len() + self.parked_connections.lock().len()
+    }
+
+    /// Closes every parked socket and connection.
     pub fn release_parked(&self) {
         self.parked.lock().clear();
+        self.parked_connections.lock().clear();
     }
 
     /// Totals so far.

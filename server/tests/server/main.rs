@@ -3,5 +3,6 @@
 mod binary;
 mod bugs;
 mod defenses;
+mod http2;
 mod routes;
 mod support;
