@@ -181,6 +181,32 @@ fn cancel_storm_details(run: &RunResult) -> String {
     )
 }
 
+/// What the rapid-reset attackers saw, in one sentence for the HTML report.
+fn rapid_reset_details(run: &RunResult) -> String {
+    let Some(figures) = &run.rapid_reset else {
+        return String::new();
+    };
+    let goaways: Vec<String> = figures
+        .goaways
+        .iter()
+        .map(|(reason, count)| format!("{count} {reason}"))
+        .collect();
+    format!(
+        " Rapid reset: {} connections opened and reset {} streams (at most {} each); GOAWAY: {}; \
+         {} closed without one; {} still served after every stream.",
+        figures.connections,
+        figures.streams_sent,
+        figures.streams_per_connection,
+        if goaways.is_empty() {
+            "none".to_owned()
+        } else {
+            goaways.join(", ")
+        },
+        figures.closed_without_goaway,
+        figures.still_served
+    )
+}
+
 fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.2}ms"))
 }
@@ -304,7 +330,7 @@ pub fn html(master_seed: u64, runs: &[RunResult]) -> String {
             run.exit_code
                 .map_or_else(|| "none".into(), |code| code.to_string()),
             run.duration_ms as f64 / 1000.0,
-            escape(&cancel_storm_details(run)),
+            escape(&(cancel_storm_details(run) + &rapid_reset_details(run))),
             name = run.name,
             mode = run.mode.name(),
         );

@@ -88,4 +88,6 @@ scenario_tests! {
     slow_reader_leaky: Scenario::SlowReader, Mode::Leaky;
     panic_fixed: Scenario::Panic, Mode::Fixed;
     panic_leaky: Scenario::Panic, Mode::Leaky;
+    h2_rapid_reset_fixed: Scenario::H2RapidReset, Mode::Fixed;
+    h2_rapid_reset_leaky: Scenario::H2RapidReset, Mode::Leaky;
 }

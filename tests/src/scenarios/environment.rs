@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::{
-    DNS_TIMEOUT, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, Mode, POOL_ACQUIRE_TIMEOUT,
+    DNS_TIMEOUT, H2_KEEP_ALIVE_INTERVAL, H2_KEEP_ALIVE_TIMEOUT, H2_PREFACE_TIMEOUT,
+    HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, Mode, POOL_ACQUIRE_TIMEOUT,
     REQUEST_TIMEOUT, SHUTDOWN_GRACE, STREAM_TIMEOUT, Scenario, UPSTREAM_HOST, UPSTREAM_TIMEOUT,
     WRITE_TIMEOUT,
 };
@@ -84,6 +85,9 @@ pub(super) fn server_args(
         ("--upstream-response-timeout", millis(UPSTREAM_TIMEOUT)),
         ("--upstream-body-timeout", millis(UPSTREAM_TIMEOUT)),
         ("--stream-timeout", millis(STREAM_TIMEOUT)),
+        ("--h2-preface-timeout", millis(H2_PREFACE_TIMEOUT)),
+        ("--h2-keep-alive-interval", millis(H2_KEEP_ALIVE_INTERVAL)),
+        ("--h2-keep-alive-timeout", millis(H2_KEEP_ALIVE_TIMEOUT)),
         ("--shutdown-grace", millis(SHUTDOWN_GRACE)),
         ("--pool-size", scenario.pool_size().to_string()),
         ("--max-connections", MAX_CONNECTIONS.to_string()),

@@ -11,6 +11,7 @@ mod cancel_storm;
 mod cancel_waves;
 mod dns_hang;
 mod environment;
+mod h2_rapid_reset;
 mod panic;
 mod pool_exhaustion;
 mod run;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use environment::Environment;
+pub use h2_rapid_reset::RapidResetFigures;
 pub use run::{Progress, StormContext, run};
 use run::{get_or_park, open_loop, request_id_prefix};
 pub use verdict::{BeforePeakAfter, Detection, RunResult, judge_campaign};
@@ -49,6 +51,15 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
 /// Whole-response deadline of `/stream` given to the server: above every stream a
 /// scenario reads to its end.
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(15);
+/// HTTP/2 preface deadline given to the server.
+pub const H2_PREFACE_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 keep-alive ping interval given to the server. With [`H2_KEEP_ALIVE_TIMEOUT`] it is
+/// what frees a vanished HTTP/2 peer, and deliberately longer than [`QUIESCE_BOUND`]: like
+/// [`REQUEST_TIMEOUT`] it is a last resort, and the rapid-reset bug's stranded connections
+/// would otherwise end by themselves before the verdict.
+pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Wait for a keep-alive ping's acknowledgement given to the server.
+pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shutdown grace given to the server.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Connection cap given to the server: above any storm, so probes are never shed.
@@ -110,11 +121,13 @@ pub enum Scenario {
     SlowReader,
     /// /panic requests (with and without a panicking child task) among /work requests.
     Panic,
+    /// HTTP/2 clients that open streams and reset them at once (rapid reset, CVE-2023-44487).
+    H2RapidReset,
 }
 
 impl Scenario {
     /// Every scenario, in campaign order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::CancelStorm,
         Scenario::CancelWaves,
         Scenario::TlsStall,
@@ -123,6 +136,7 @@ impl Scenario {
         Scenario::Slowloris,
         Scenario::SlowReader,
         Scenario::Panic,
+        Scenario::H2RapidReset,
     ];
 
     /// Its name on the command line and in reports.
@@ -136,6 +150,7 @@ impl Scenario {
             Scenario::Slowloris => "slowloris",
             Scenario::SlowReader => "slow-reader",
             Scenario::Panic => "panic",
+            Scenario::H2RapidReset => "h2-rapid-reset",
         }
     }
 
@@ -149,6 +164,7 @@ impl Scenario {
             Scenario::Slowloris => "no-header-timeout",
             Scenario::SlowReader => "no-write-timeout",
             Scenario::Panic => "uncaught-panic-in-child",
+            Scenario::H2RapidReset => "no-h2-reset-limit",
         }
     }
 
@@ -189,6 +205,8 @@ impl Scenario {
                 "closed by the server",
             ],
             Scenario::Panic => &["/panic 500", "/panic?child=1 500", "/work 200"],
+            // h2's rapid-reset defense answers with ENHANCE_YOUR_CALM, every attacker.
+            Scenario::H2RapidReset => &["GOAWAY ENHANCE_YOUR_CALM"],
         }
     }
 
@@ -219,6 +237,9 @@ impl Scenario {
             Scenario::SlowReader => &["io::poll_write"],
             // The request waiting on the child that panicked.
             Scenario::Panic => &["routes::panic_route at server/src/routes.rs"],
+            // The attacker's HTTP/2 connection, still served: hyper's connection polled in
+            // the server's own frame (see `http2::Served`), waiting on a peer that vanished.
+            Scenario::H2RapidReset => &["http2::poll at server/src/http2.rs"],
         }
     }
 
@@ -246,6 +267,7 @@ impl Scenario {
             Scenario::Slowloris => slowloris::storm(ctx).await,
             Scenario::SlowReader => slow_reader::storm(ctx).await,
             Scenario::Panic => panic::storm(ctx).await,
+            Scenario::H2RapidReset => h2_rapid_reset::storm(ctx).await,
         }
     }
 

@@ -12,8 +12,8 @@ use super::accounting::{Accounting, FdCensus, Peers, account, fd_census};
 use super::environment::server_args;
 use super::verdict::judge;
 use super::{
-    BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, Mode, RunPlan, RunResult,
-    SHUTDOWN_WAIT, STORM_BOUND, Scale, Scenario,
+    BeforePeakAfter, CLIENT_DEADLINE, Detection, Environment, Mode, RapidResetFigures, RunPlan,
+    RunResult, SHUTDOWN_WAIT, STORM_BOUND, Scale, Scenario,
 };
 use crate::calibration::CancelStormFigures;
 use crate::error::{Error, Result};
@@ -33,6 +33,10 @@ pub struct StormContext<'a> {
     pub(super) progress: &'a Progress,
     /// What the cancel storm measured beside the latencies (cancel-storm only).
     pub(super) cancel_storm: parking_lot::Mutex<Option<CancelStormFigures>>,
+    /// What the rapid-reset attackers saw (h2-rapid-reset only).
+    pub(super) rapid_reset: parking_lot::Mutex<Option<RapidResetFigures>>,
+    /// The server's certificate, trusted, for clients of their own (HTTP/2).
+    pub(super) tls: ServerTls,
 }
 
 impl StormContext<'_> {
@@ -158,7 +162,7 @@ async fn drive(
         show(fds_before)
     ));
 
-    let sampler = Sampler::start(endpoints, tls, origin);
+    let sampler = Sampler::start(endpoints, tls.clone(), origin);
     let history = Arc::new(History::default());
     let ctx = StormContext {
         endpoints,
@@ -169,6 +173,8 @@ async fn drive(
         mode,
         progress,
         cancel_storm: parking_lot::Mutex::new(None),
+        rapid_reset: parking_lot::Mutex::new(None),
+        tls,
     };
     sampler.mark("storm");
     sampler.count_probes(true);
@@ -180,6 +186,7 @@ async fn drive(
         Err(_) => notes.push(format!("storm cut short at {STORM_BOUND:?}")),
     }
     let cancel_storm = ctx.cancel_storm.into_inner();
+    let rapid_reset = ctx.rapid_reset.into_inner();
     let counts = history.counts();
     progress.say(&format!(
         "storm over: {} ops (ok {} / fail {} / info {}), {} peers parked",
@@ -396,6 +403,7 @@ async fn drive(
         cancel_request_ended_p50_ms: request_ended.quantile_ms(0.5),
         cancel_request_ended_p99_ms: request_ended.quantile_ms(0.99),
         cancel_storm,
+        rapid_reset,
         cancels_sent: aborts.len() as u64,
         cancels_matched: cancel.len(),
         cancels_gone_before_abort: gone_before_abort,

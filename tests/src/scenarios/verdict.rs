@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::accounting::Accounting;
 use super::{
     CANCEL_CPU_PER_REQUEST_LIMIT_US, CANCEL_MATCH_MIN, CANCEL_P99_LIMIT_MS, CANCEL_STORM_CLIENTS,
-    Mode, PROBE_P99_LIMIT_MS, Scale, Scenario,
+    Mode, PROBE_P99_LIMIT_MS, RapidResetFigures, Scale, Scenario,
 };
 use crate::calibration::CancelStormFigures;
 use crate::error::Error;
@@ -82,6 +82,8 @@ pub struct RunResult {
     /// cancel-storm: the bare-listener floor, the server's CPU and wait during the drain and
     /// the p99 budget they set (see [`crate::calibration`]).
     pub cancel_storm: Option<CancelStormFigures>,
+    /// h2-rapid-reset: streams the attackers opened and reset, and how the server answered.
+    pub rapid_reset: Option<RapidResetFigures>,
     /// Aborts made by the storm.
     pub cancels_sent: u64,
     /// Aborts whose drain the server reported after the abort (the cancel latencies).
@@ -174,6 +176,7 @@ impl RunResult {
             cancel_request_ended_p50_ms: None,
             cancel_request_ended_p99_ms: None,
             cancel_storm: None,
+            rapid_reset: None,
             cancels_sent: 0,
             cancels_matched: 0,
             cancels_gone_before_abort: 0,
@@ -272,6 +275,9 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                     )),
                 }
             }
+            if scenario == Scenario::H2RapidReset {
+                judge_rapid_reset_fixed(run.rapid_reset.as_ref(), &mut failures);
+            }
             if matches!(scenario, Scenario::CancelStorm | Scenario::CancelWaves) {
                 let matched = (run.cancels_matched + run.cancels_gone_before_abort) as f64
                     / run.cancels_sent.max(1) as f64;
@@ -307,6 +313,18 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
                      (they must be spawned under their own label or none)"
                 ));
             }
+            if scenario == Scenario::H2RapidReset
+                && run
+                    .rapid_reset
+                    .as_ref()
+                    .is_none_or(|figures| figures.still_served == 0)
+            {
+                failures.push(
+                    "no attacker connection was still served after its streams: the bug did not \
+                     remove the rapid-reset defense"
+                        .into(),
+                );
+            }
             match &run.detected_site {
                 Some(site) if site.starts_with("server/") => {}
                 Some(site) => failures.push(format!("named site {site} is not in server code")),
@@ -339,6 +357,27 @@ pub(super) fn judge(scenario: Scenario, scale: Scale, run: &RunResult) -> Vec<St
         }
     }
     failures
+}
+
+/// Fixed h2-rapid-reset: every attacker connection was told GOAWAY `ENHANCE_YOUR_CALM`
+/// (each connection's class is judged with the outcomes; this checks none went missing).
+fn judge_rapid_reset_fixed(figures: Option<&RapidResetFigures>, failures: &mut Vec<String>) {
+    let Some(figures) = figures else {
+        failures.push("the rapid-reset storm reported no figures".into());
+        return;
+    };
+    if figures.told_to_calm_down() != figures.connections {
+        failures.push(format!(
+            "{} of {} attacker connections got GOAWAY ENHANCE_YOUR_CALM ({:?}, {} closed without one, \
+             {} still served, {} not connected)",
+            figures.told_to_calm_down(),
+            figures.connections,
+            figures.goaways,
+            figures.closed_without_goaway,
+            figures.still_served,
+            figures.not_connected
+        ));
+    }
 }
 
 /// The campaign's verdict across runs: leaky runs of different bugs must be stuck at different

@@ -20,7 +20,8 @@ pub struct ServerTls {
     pub cert: PathBuf,
     /// Its private key (PEM), for `--key`.
     pub key: PathBuf,
-    /// A client trusting exactly this certificate.
+    /// A client trusting exactly this certificate, offering ALPN `http/1.1` (the HTTP/2
+    /// attackers make their own from it: [`crate::faults::h2::alpn_h2`]).
     pub connector: TlsConnector,
 }
 
@@ -58,13 +59,16 @@ impl ServerTls {
         roots
             .add(CertificateDer::from(certified.cert.der().to_vec()))
             .map_err(|error| invalid(error.to_string()))?;
-        let config = ClientConfig::builder_with_provider(Arc::new(
+        let mut config = ClientConfig::builder_with_provider(Arc::new(
             tokio_rustls::rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .map_err(|error| invalid(error.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        // The HTTPS probes speak HTTP/1.1, and say so: the server offers h2 first, and a
+        // probe's latency must not depend on which protocol a release of rustls picks.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             cert,
             key,
