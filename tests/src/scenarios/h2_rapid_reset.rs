@@ -1,8 +1,9 @@
 //! h2-rapid-reset: HTTP/2 clients on the TLS port that open streams for /work and reset each
 //! one at once (CVE-2023-44487), then vanish without closing.
 //!
-//! With the defense, every attacker connection is told GOAWAY `ENHANCE_YOUR_CALM` after a few
-//! dozen resets and closed: its connection task and stream tasks end. Without it
+//! With the defense, every attacker connection is told GOAWAY `ENHANCE_YOUR_CALM` once more
+//! than 20 of its resets reach the server before it accepted their streams, and closed: its
+//! connection task and stream tasks end. Without it
 //! (`no-h2-reset-limit`) every stream of every attacker is accepted, started and cancelled,
 //! and the connection stays served: when the attacker vanishes its connection task is left
 //! waiting on it, until the keep-alive ping gives up on it long after the verdict.
@@ -14,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{LEAKY_STRANDED_MAX, StormContext, open_loop, request_id_prefix};
+use super::{LEAKY_STRANDED_MAX, Mode, Scale, StormContext, open_loop, request_id_prefix};
 use crate::error::Result;
 use crate::faults::h2::{Answer, RapidReset, alpn_h2, rapid_reset, reason_name};
 use crate::history::Outcome;
@@ -46,6 +47,10 @@ pub struct RapidResetFigures {
     pub streams_sent: u64,
     /// Connections that got a GOAWAY, by its reason.
     pub goaways: BTreeMap<String, u64>,
+    /// Most streams one attacker opened and reset before its GOAWAY: how far past h2's limit
+    /// (resets waiting in the accept queue at once, not resets in all) an attacker gets
+    /// while the server keeps accepting.
+    pub most_streams_before_goaway: u64,
     /// Connections that ended without a GOAWAY.
     pub closed_without_goaway: u64,
     /// Connections still served after every stream and the linger (then parked).
@@ -64,7 +69,15 @@ impl RapidResetFigures {
 pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     // Leaky: every attacker strands its connection task.
     let connections = ctx.clients(200, 8, LEAKY_STRANDED_MAX / 2);
-    let streams = ctx.scale.pick(500, 200);
+    // h2's limit counts resets of streams the server has not accepted yet, so how many
+    // streams an attacker gets in before its GOAWAY depends on how far the server's accepts
+    // lag behind its reads: tens to a couple of thousand (`most_streams_before_goaway`). The
+    // fixed cap is far above that; the leaky twin sends every stream of its smaller cap.
+    let streams = match (ctx.scale, ctx.mode) {
+        (_, Mode::Fixed) => 10_000,
+        (Scale::Campaign, Mode::Leaky) => 500,
+        (Scale::Smoke, Mode::Leaky) => 200,
+    };
     let connector = alpn_h2(&ctx.tls.connector);
     let figures = Arc::new(parking_lot::Mutex::new(RapidResetFigures {
         connections: connections as u64,
@@ -102,6 +115,8 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
                     let reason = reason_name(reason);
                     history.record(Outcome::Fail, &goaway_class(&reason));
                     *figures.goaways.entry(reason).or_default() += 1;
+                    figures.most_streams_before_goaway =
+                        figures.most_streams_before_goaway.max(report.streams_sent);
                 }
                 Answer::Closed(_) => {
                     figures.closed_without_goaway += 1;
@@ -118,10 +133,11 @@ pub(super) async fn storm(ctx: &StormContext<'_>) -> Result<()> {
     .await;
     let figures = figures.lock().clone();
     ctx.progress.say(&format!(
-        "{} attacker connections, {} streams opened and reset; GOAWAY {:?}, {} closed without one, {} still served",
+        "{} attacker connections, {} streams opened and reset; GOAWAY {:?} (at most {} streams before one), {} closed without one, {} still served",
         figures.connections,
         figures.streams_sent,
         figures.goaways,
+        figures.most_streams_before_goaway,
         figures.closed_without_goaway,
         figures.still_served
     ));
