@@ -233,6 +233,7 @@ async fn serve_http<I>(
                 request
             });
     let service = TowerToHyperService::new(service);
+    let cut = || cut_by_deadline(socket, peer, context);
     let result = match protocol {
         Protocol::Http1 => {
             let mut builder = http1::Builder::new();
@@ -250,6 +251,7 @@ async fn serve_http<I>(
                 |connection| connection.graceful_shutdown(),
                 &deadline,
                 shutdown,
+                cut,
             )
             .await
         }
@@ -265,30 +267,30 @@ async fn serve_http<I>(
                 |served| served.connection().graceful_shutdown(),
                 &deadline,
                 shutdown,
+                cut,
             )
             .await
         }
     };
-    match result {
-        Some(Ok(())) => {}
-        Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
-        None => cut_by_deadline(socket, peer, context),
+    if let Some(Err(error)) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
 
-/// Polls `connection` to its end, starting its graceful shutdown when `shutdown` fires; `None`
-/// when the response deadline passed first (the caller then cuts the connection, which it
-/// still owns).
+/// Polls `connection` to its end, starting its graceful shutdown when `shutdown` fires; when
+/// the response deadline passes first, calls `cut` while the connection (and so its socket)
+/// is still alive, and returns `None`: the caller drops the connection then.
 async fn drive<C>(
     mut connection: std::pin::Pin<&mut C>,
     graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
     deadline: &ResponseDeadline,
     shutdown: &CancellationToken,
+    cut: impl FnOnce(),
 ) -> Option<hyper::Result<()>>
 where
     C: std::future::Future<Output = hyper::Result<()>>,
 {
-    tokio::select! {
+    let result = tokio::select! {
         result = connection.as_mut() => Some(result),
         () = deadline.expired() => None,
         () = shutdown.cancelled() => {
@@ -298,7 +300,11 @@ where
                 () = deadline.expired() => None,
             }
         }
+    };
+    if result.is_none() {
+        cut();
     }
+    result
 }
 
 /// The raw socket under a connection's IO stack (TLS, write deadline), kept so a connection

@@ -214,6 +214,44 @@ async fn shutdown_sends_goaway_and_drains_an_open_stream() {
     assert!(stopping.await.unwrap().leaks.is_none());
 }
 
+#[tokio::test]
+async fn a_stream_the_client_stops_reading_is_cut_by_the_stream_deadline() {
+    let stream_timeout = Duration::from_secs(1);
+    let server = start(Config {
+        stream_timeout,
+        // Far above the test: only the stream deadline can end this response.
+        write_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let (mut sender, driver) = h2_client(&server).await;
+    let started = Instant::now();
+    let response = sender
+        .send_request(get(
+            "/stream?chunks=100000&interval_ms=1&size=16384",
+            "h2-unread",
+        ))
+        .await
+        .expect("the response head");
+    assert_eq!(response.status(), StatusCode::OK);
+    // The body is never read: flow control stops the server's writes, not the deadline.
+    let ended = timeout(PATIENCE, driver)
+        .await
+        .expect("the stream deadline cuts the connection");
+    let took = started.elapsed();
+    assert!(
+        ended.unwrap().is_err(),
+        "the connection was cut, not closed"
+    );
+    assert!(
+        took >= stream_timeout / 2 && took < stream_timeout * 4,
+        "cut after {took:?}, stream deadline {stream_timeout:?}"
+    );
+    drop(response);
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
 fn attack(streams: usize) -> RapidReset {
     RapidReset {
         streams,
