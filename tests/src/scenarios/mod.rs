@@ -227,10 +227,11 @@ impl Scenario {
             // the upstream's deadlines, not the pool's, so no request waits on the pool past
             // the acquire deadline (the others get their 503).
             Scenario::PoolExhaustion => &["upstream::exchange at server/src/upstream.rs"],
-            // The header read: hyper's connection without a request (a release build inlines
-            // serve_http into hyper's poll, and the read wrapper's frame is what is left).
+            // The header read: hyper's HTTP/1 connection without a request, polled by
+            // `listener::drive` (a release build inlines it into hyper's poll, and the read
+            // wrapper's frame is what is left).
             Scenario::Slowloris => &[
-                "listener::serve_http at server/src/listener.rs",
+                "listener::drive at server/src/listener.rs",
                 "io::poll_read at server/src/io.rs",
             ],
             // The write to a client that stopped reading, in the write deadline's wrapper.
