@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// Waits until the server's live tasks are back at `baseline` and no connection is open.
-async fn back_to_baseline(server: &leakcheck_server::RunningServer, baseline: u64) {
+pub(crate) async fn back_to_baseline(server: &leakcheck_server::RunningServer, baseline: u64) {
     wait_for_tasks(server, "live tasks to return to the baseline", |snapshot| {
         snapshot.live == baseline
     })

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
+use crate::defenses::back_to_baseline;
 use crate::support::*;
 
 /// A TLS connection to the server's HTTPS port that negotiated ALPN `h2`.
@@ -50,13 +51,6 @@ fn get(path: &str, request_id: &str) -> Request<Empty<Bytes>> {
         .header("x-request-id", request_id)
         .body(Empty::new())
         .unwrap()
-}
-
-async fn back_to_baseline(server: &RunningServer, baseline: u64) {
-    wait_for_tasks(server, "live tasks to return to the baseline", |snapshot| {
-        snapshot["live"].as_u64() == Some(baseline)
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -98,24 +92,6 @@ async fn a_client_without_alpn_is_served_http1_on_the_tls_port() {
     assert!(stop(server).await.leaks.is_none());
 }
 
-/// Reads (and discards) what the server sends until it closes; how long that took.
-async fn time_until_closed_tls(io: &mut (impl AsyncRead + Unpin)) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buffer = [0u8; 4096];
-    let closing = async {
-        loop {
-            match io.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    timeout(PATIENCE, closing)
-        .await
-        .ok()
-        .map(|()| started.elapsed())
-}
-
 #[tokio::test]
 async fn a_tls_client_that_sends_no_preface_is_cut_at_the_preface_deadline() {
     let server = start(Config {
@@ -124,7 +100,7 @@ async fn a_tls_client_that_sends_no_preface_is_cut_at_the_preface_deadline() {
     });
     let baseline = baseline(&server).await;
     let mut silent = h2_tls(&server).await;
-    let closed = time_until_closed_tls(&mut silent)
+    let closed = time_until_closed(&mut silent)
         .await
         .expect("the server closed the silent connection");
     assert!(
@@ -134,7 +110,7 @@ async fn a_tls_client_that_sends_no_preface_is_cut_at_the_preface_deadline() {
     // Only the preface, no SETTINGS frame: cut as well.
     let mut half = h2_tls(&server).await;
     half.write_all(PREFACE).await.unwrap();
-    let closed = time_until_closed_tls(&mut half)
+    let closed = time_until_closed(&mut half)
         .await
         .expect("the server closed the preface-only connection");
     assert!(closed < SHORT * 5, "closed after {closed:?}");

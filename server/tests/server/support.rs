@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use chaos::faults::clients::Held;
-use chaos::faults::clients::{hold_until_closed, send_and_hold, slow_reader};
+use chaos::faults::clients::{send_and_hold, slow_reader};
 pub use chaos::faults::dns::FakeDns;
 pub use chaos::faults::upstream::Upstream;
 use chaos::http::Response;
@@ -19,7 +19,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use leakcheck_server::{Bug, Config, Outcome, RunningServer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 
 /// The deadline every test server uses for handshake, header, write and DNS.
@@ -162,13 +163,24 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<String> {
         .reply()
 }
 
-/// Waits, without sending, until the server closes `stream`: how long that took, or `None`
-/// if it was still open after PATIENCE.
-pub async fn time_until_closed(stream: TcpStream) -> Option<Duration> {
-    match hold_until_closed(stream, Instant::now() + PATIENCE).await {
-        Held::Closed { after, .. } => Some(after),
-        Held::Open(_) => None,
-    }
+/// Waits, without sending, until the server closes `stream` (a socket or a TLS stream,
+/// whose bytes are read and discarded): how long that took, or `None` if it was still open
+/// after PATIENCE. The toolkit's `hold_until_closed` holds plain sockets only.
+pub async fn time_until_closed(mut stream: impl AsyncRead + Unpin) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buffer = [0u8; 4096];
+    let closing = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    timeout(PATIENCE, closing)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
 }
 
 /// /debug/tasks, through the chaos toolkit's parser.
