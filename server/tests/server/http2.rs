@@ -118,6 +118,31 @@ async fn a_tls_client_that_sends_no_preface_is_cut_at_the_preface_deadline() {
     assert!(stop(server).await.leaks.is_none());
 }
 
+#[tokio::test]
+async fn a_peer_that_vanishes_after_its_preface_is_freed_by_the_keep_alive_ping() {
+    let (interval, wait) = (SHORT, SHORT);
+    let server = start(Config {
+        h2_keep_alive_interval: interval,
+        h2_keep_alive_timeout: wait,
+        ..config()
+    });
+    let baseline = baseline(&server).await;
+    let mut vanished = h2_tls(&server).await;
+    // A valid start (the preface deadline is met), then silence: no frame, no PING ACK.
+    let mut hello = PREFACE.to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    vanished.write_all(&hello).await.unwrap();
+    let closed = time_until_closed(&mut vanished)
+        .await
+        .expect("the server closed the silent connection");
+    assert!(
+        closed >= interval && closed < (interval + wait) * 4,
+        "closed after {closed:?}; keep-alive every {interval:?}, ack within {wait:?}"
+    );
+    back_to_baseline(&server, baseline).await;
+    assert!(stop(server).await.leaks.is_none());
+}
+
 /// Reads HTTP/2 frames until the server's first non-ACK SETTINGS frame; its (id, value) pairs.
 async fn server_settings(io: &mut (impl AsyncRead + Unpin)) -> Vec<(u16, u32)> {
     loop {
