@@ -67,8 +67,8 @@ async fn alpn_h2_serves_a_request_whose_tasks_carry_its_request_id() {
     // The lease keeper and both children; the stream task itself is the connection's.
     assert_server_sites(&labeled(&snapshot, "h2-labeled"));
     let streams = spawned_in(&snapshot, "server/src/http2.rs");
-    assert_eq!(streams.len(), 1, "one stream task: {snapshot:#}");
-    assert!(streams[0]["label"].is_null(), "{:#}", streams[0]);
+    assert_eq!(streams.len(), 1, "one stream task: {snapshot:#?}");
+    assert!(streams[0].task.label.is_none(), "{:#?}", streams[0]);
     let response = response.await.unwrap().expect("a response");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), Version::HTTP_2);
@@ -304,15 +304,15 @@ async fn without_the_reset_limit_the_attackers_connection_stays_served() {
     };
     // Its connection task is still there (the connection serving /debug/tasks aside).
     let snapshot = wait_for_tasks(&server, "the attacker's connection task", |snapshot| {
-        snapshot["live"].as_u64() > Some(baseline)
+        snapshot.live > baseline
     })
     .await;
     let connections = spawned_in(&snapshot, "server/src/listener.rs");
-    assert!(connections.len() >= 2, "{snapshot:#}");
+    assert!(connections.len() >= 2, "{snapshot:#?}");
     assert_server_sites(&connections);
     assert!(
-        connections.iter().all(|task| task["label"].is_null()),
-        "connection tasks carry no request id: {snapshot:#}"
+        connections.iter().all(|task| task.task.label.is_none()),
+        "connection tasks carry no request id: {snapshot:#?}"
     );
     drop(still_served);
     back_to_baseline(&server, baseline).await;

@@ -18,8 +18,8 @@ pub use chaos::server::{LiveTask, TasksSnapshot};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use leakcheck_server::{Bug, Config, Outcome, RunningServer};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 

@@ -522,8 +522,8 @@ mod tests {
     #[test]
     fn a_leaky_run_must_be_stuck_where_its_scenario_expects() {
         let header_read = stuck(
-            "leakcheck_server::listener::serve_http",
-            "server/src/listener.rs:222",
+            "leakcheck_server::listener::drive",
+            "server/src/listener.rs:290",
         );
         let run = leaky_run(Scenario::Slowloris, Some(header_read.clone()));
         assert!(judge(Scenario::Slowloris, Scale::Smoke, &run).is_empty());
@@ -533,8 +533,8 @@ mod tests {
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert!(
             failures[0].starts_with(
-                "9 of 10 stranded tasks stuck at leakcheck_server::listener::serve_http at \
-                 server/src/listener.rs:222, expected a frame matching `listener::serve_connection"
+                "9 of 10 stranded tasks stuck at leakcheck_server::listener::drive at \
+                 server/src/listener.rs:290, expected a frame matching `listener::serve_connection"
             ),
             "{failures:?}"
         );
