@@ -99,7 +99,7 @@ pub const CANCEL_MATCH_MIN: f64 = 0.9;
 /// `leakcheck::MAX_DUMPED_TASKS_MULTI_THREAD` (128) live tasks — above that tokio's dump can
 /// wedge the runtime, so the limit stays — and the baseline's tasks and the dump's own
 /// connection need room too: each leaky storm that strands tasks per client sizes itself from
-/// this ([`run::StormContext::clients`]).
+/// this (`StormContext::clients`).
 pub const LEAKY_STRANDED_MAX: usize = 100;
 
 /// One scenario.

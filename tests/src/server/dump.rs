@@ -267,7 +267,7 @@ impl StuckAt {
     }
 
     /// The same, its `function` named `module::fn` from the source under `root` at that line
-    /// ([`enclosing_fn`]) when the file is there: a release build's dump (line tables only)
+    /// (`enclosing_fn`) when the file is there: a release build's dump (line tables only)
     /// names the server's frames `{async_fn#0}` and `{async_block#1}`, a debug build's by
     /// their path, and one name for both is what a scenario's expectation can match.
     pub fn named_from_source(mut self, root: &Path) -> StuckAt {

@@ -11,7 +11,7 @@ pub(super) const SCHEMA_VERSION: u32 = 3;
 /// The parts of a leakcheck `LeakReport` (schema_version 3) the suite uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeakReport {
-    /// Always [`SCHEMA_VERSION`].
+    /// The schema version; `parse` accepts only the one this parser reads.
     pub schema_version: u32,
     /// Always `"leak_report"`.
     #[serde(default)]
@@ -45,7 +45,7 @@ impl SiteGroup {
 /// `/debug/tasks`: the live tracked tasks, grouped by spawn site (a leakcheck `Snapshot`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TasksSnapshot {
-    /// Always [`SCHEMA_VERSION`].
+    /// The schema version; `parse` accepts only the one this parser reads.
     pub schema_version: u32,
     /// Always `"snapshot"`.
     pub kind: String,
