@@ -120,14 +120,14 @@ impl DumpedTask {
         DumpedTask { id, traces }
     }
 
-    /// Whether this is the request task that asked for the dump: it waits in the server's
-    /// `debug.rs` (`task_dump`; a release build names the frame `{async_fn#0}`) for the dump to
-    /// finish. New since any baseline, and never stranded.
+    /// Whether this is the request task that asked for the dump: it waits in leakcheck's
+    /// `dump.rs` (`Tracker::task_dump`; a release build names the frame `{async_fn#0}`) for the
+    /// dump to finish. New since any baseline, and never stranded.
     pub fn is_the_dump_request(&self) -> bool {
         self.traces
             .iter()
             .flat_map(|trace| &trace.0)
-            .any(|frame| frame.file.as_deref() == Some("server/src/debug.rs"))
+            .any(|frame| frame.file.as_deref() == Some("leakcheck/src/dump.rs"))
     }
 
     /// Where this task is stuck, with the frame's depth in its tree. Each trace offers its
