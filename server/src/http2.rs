@@ -97,7 +97,7 @@ where
 
 pin_project! {
     /// An HTTP/2 connection being served: hyper's connection future, polled through a frame of
-    /// the server's own (never inlined), so a task dump names where an HTTP/2 connection
+    /// the server's own (never inlined, never a tail call), so a task dump names where an HTTP/2 connection
     /// waits even in a release build, apart from HTTP/1's header read.
     #[derive(Debug)]
     pub struct Served<C> {
@@ -123,7 +123,9 @@ impl<C: Future> Future for Served<C> {
 
     #[inline(never)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
-        self.project().connection.poll(cx)
+        // `black_box` keeps hyper's poll out of tail position: a release build would otherwise
+        // turn the call into a jump, and this frame would vanish from the dump all the same.
+        std::hint::black_box(self.project().connection.poll(cx))
     }
 }
 
