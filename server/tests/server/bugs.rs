@@ -255,13 +255,8 @@ async fn no_upstream_timeouts_hold_the_slot_and_connection_until_the_request_dea
 
 #[tokio::test]
 async fn no_stream_timeout_lets_a_trickle_reader_pin_the_request() {
-    let stream_timeout = Duration::from_secs(1);
-    let server = start(Config {
-        stream_timeout,
-        write_timeout: Duration::from_secs(60),
-        ..with_bug(Bug::NoStreamTimeout)
-    });
-    let Held::Open(reader) = trickle_read(&server, "pinned", stream_timeout * 3).await else {
+    let server = start(stream_deadline_config(with_bug(Bug::NoStreamTimeout)));
+    let Held::Open(reader) = trickle_read(&server, "pinned", STREAM_DEADLINE * 3).await else {
         panic!("the stream ended although no stream deadline was set");
     };
     let snapshot = tasks(&server).await;

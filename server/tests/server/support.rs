@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use chaos::faults::clients::Held;
-use chaos::faults::clients::{send_and_hold, slow_reader};
+use chaos::faults::clients::{hold_until_closed, send_and_hold, slow_reader};
 pub use chaos::faults::dns::FakeDns;
 pub use chaos::faults::upstream::Upstream;
 use chaos::http::Response;
@@ -18,9 +18,9 @@ pub use chaos::server::{LiveTask, TasksSnapshot};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use leakcheck_server::{Bug, Config, Outcome, RunningServer};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 /// The deadline every test server uses for handshake, header, write and DNS.
@@ -54,6 +54,27 @@ pub fn with_bug(bug: Bug) -> Config {
 /// Starts a server in-process.
 pub fn start(config: Config) -> RunningServer {
     leakcheck_server::spawn(config).expect("server starts")
+}
+
+/// The deadline on a whole streamed response in the stream-deadline tests.
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(1);
+
+/// `base` with a [`STREAM_DEADLINE`] and a write deadline far above any test, so only the
+/// stream deadline can end a response the client reads slowly or not at all.
+pub fn stream_deadline_config(base: Config) -> Config {
+    Config {
+        stream_timeout: STREAM_DEADLINE,
+        write_timeout: Duration::from_secs(60),
+        ..base
+    }
+}
+
+/// Asserts that a response ended `took` after it started was ended by the stream deadline.
+pub fn assert_cut_by_stream_deadline(took: Duration) {
+    assert!(
+        took >= STREAM_DEADLINE / 2 && took < STREAM_DEADLINE * 4,
+        "ended after {took:?}, stream deadline {STREAM_DEADLINE:?}"
+    );
 }
 
 /// Stops a server (graceful drain + leak verification) without blocking the test's runtime.
@@ -163,24 +184,13 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<String> {
         .reply()
 }
 
-/// Waits, without sending, until the server closes `stream` (a socket or a TLS stream,
-/// whose bytes are read and discarded): how long that took, or `None` if it was still open
-/// after PATIENCE. The toolkit's `hold_until_closed` holds plain sockets only.
-pub async fn time_until_closed(mut stream: impl AsyncRead + Unpin) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buffer = [0u8; 4096];
-    let closing = async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    timeout(PATIENCE, closing)
-        .await
-        .ok()
-        .map(|()| started.elapsed())
+/// Waits, without sending, until the server closes `stream` (a socket or a TLS stream): how
+/// long that took, or `None` if it was still open after PATIENCE.
+pub async fn time_until_closed(stream: impl AsyncRead + AsyncWrite + Unpin) -> Option<Duration> {
+    match hold_until_closed(stream, Instant::now() + PATIENCE).await {
+        Held::Closed { after, .. } => Some(after),
+        Held::Open(_) => None,
+    }
 }
 
 /// /debug/tasks, through the chaos toolkit's parser.

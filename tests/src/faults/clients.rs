@@ -9,16 +9,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use crate::history::monotonic_now_ns;
 use crate::http::{self, Response};
 
-/// What became of a hostile connection by its deadline.
+/// What became of a hostile connection by its deadline: a plain socket unless the client held
+/// another stream (a TLS session).
 #[derive(Debug)]
-pub enum Held {
+pub enum Held<S = TcpStream> {
     /// The server closed (or reset) the connection.
     Closed {
         /// Time from the start of the hostile behaviour to the close.
@@ -29,11 +30,11 @@ pub enum Held {
         /// keeps only the first few).
         received: Vec<u8>,
     },
-    /// Still connected at the deadline; the socket is handed back.
-    Open(TcpStream),
+    /// Still connected at the deadline; the stream is handed back.
+    Open(S),
 }
 
-impl Held {
+impl<S> Held<S> {
     /// True when the server closed the connection.
     pub fn is_closed(&self) -> bool {
         matches!(self, Held::Closed { .. })
@@ -67,12 +68,12 @@ pub async fn connect_and_stall(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// Sends `bytes` one at a time, one every `interval`, then stays silent, until the server closes
 /// the connection or `deadline` passes.
-pub async fn drip(
-    mut stream: TcpStream,
+pub async fn drip<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     bytes: &[u8],
     interval: Duration,
     deadline: Instant,
-) -> Held {
+) -> Held<S> {
     let started = Instant::now();
     let mut received = Vec::new();
     let mut next_byte = 0;
@@ -114,8 +115,12 @@ pub async fn slowloris(
     Ok(drip(stream, &endless_header, interval, deadline).await)
 }
 
-/// Waits, without sending, until the server closes the connection or `deadline` passes.
-pub async fn hold_until_closed(stream: TcpStream, deadline: Instant) -> Held {
+/// Waits, without sending, until the server closes the connection (a socket or a TLS stream,
+/// whose bytes are read and kept) or `deadline` passes.
+pub async fn hold_until_closed<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    deadline: Instant,
+) -> Held<S> {
     drip(stream, &[], Duration::ZERO, deadline).await
 }
 
@@ -230,7 +235,7 @@ fn keep(received: &mut Vec<u8>, bytes: &[u8]) {
     received.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
-fn closed(started: Instant, received: Vec<u8>) -> Held {
+fn closed<S>(started: Instant, received: Vec<u8>) -> Held<S> {
     let status = std::str::from_utf8(received.get(..12).unwrap_or(&received))
         .ok()
         .filter(|text| text.starts_with("HTTP/1."))
