@@ -27,12 +27,23 @@ pub struct CancellationLog {
     pub propagation: Histogram,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LogState {
     drained: VecDeque<Drained>,
     /// When each request in `drained` ended, until its tasks drain or its entry leaves the ring
     /// (a request that spawned no task never drains).
     ended_ns: HashMap<String, u64>,
+}
+
+impl Default for LogState {
+    /// The ring at its full size from the start: grown on demand, it was reallocated (every
+    /// entry copied, fresh pages zeroed) in the middle of a cancel storm's drain.
+    fn default() -> Self {
+        LogState {
+            drained: VecDeque::with_capacity(CANCELLATION_LOG_CAPACITY),
+            ended_ns: HashMap::new(),
+        }
+    }
 }
 
 /// What a [`CancellationLog`] entry records the end of.

@@ -9,6 +9,12 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+/// mimalloc, not glibc's malloc: a cancelled request frees on one worker what another worker
+/// allocated, and glibc serialises those frees on the allocating arena's lock (measured in the
+/// 5,000-way cancel storm, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Log filter when RUST_LOG is not set: per-request spans are at debug level.
 const DEFAULT_LOG_FILTER: &str = "warn,leakcheck_server=info";
 
