@@ -25,4 +25,6 @@ pub enum Bug {
     UncaughtPanicInChild,
     /// No HTTP/2 rapid-reset limit (CVE-2023-44487): a client that opens streams and resets each at once is never told GOAWAY ENHANCE_YOUR_CALM, so the server starts and cancels a handler for every stream it sends, and its connection stays served (its task pinned) for as long as it stays.
     NoH2ResetLimit,
+    /// No HTTP/2 preface deadline: a client that picks `h2` by ALPN and then sends no connection preface (or no SETTINGS after it) pins a connection task forever; hyper has no timer before the preface and keep-alive pings start only after it.
+    NoH2PrefaceDeadline,
 }

@@ -34,8 +34,9 @@ const FRAME_HEADER_LEN: usize = 9;
 /// The HTTP/2 settings of a server, with seeded bugs applied.
 #[derive(Debug, Clone)]
 pub struct Http2Settings {
-    /// See [`crate::config::DEFAULT_H2_PREFACE_TIMEOUT`].
-    pub preface_timeout: Duration,
+    /// See [`crate::config::DEFAULT_H2_PREFACE_TIMEOUT`]; `None` (no deadline) with
+    /// `no-h2-preface-deadline`.
+    pub preface_timeout: Option<Duration>,
     /// See [`crate::config::DEFAULT_H2_MAX_CONCURRENT_STREAMS`].
     pub max_concurrent_streams: u32,
     /// See [`crate::config::DEFAULT_H2_MAX_PENDING_RESETS`]; `None` (no limit) with
@@ -53,7 +54,8 @@ impl Http2Settings {
     /// The settings of `config`.
     pub fn new(config: &Config) -> Self {
         Http2Settings {
-            preface_timeout: config.h2_preface_timeout,
+            preface_timeout: (!config.has_bug(Bug::NoH2PrefaceDeadline))
+                .then_some(config.h2_preface_timeout),
             max_concurrent_streams: config.h2_max_concurrent_streams,
             max_pending_resets: (!config.has_bug(Bug::NoH2ResetLimit))
                 .then_some(config.h2_max_pending_resets),
@@ -150,14 +152,14 @@ pin_project! {
 }
 
 impl<T> PrefaceDeadline<T> {
-    /// Wraps `inner`; the deadline runs from now.
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    /// Wraps `inner`; the deadline runs from now. With no `timeout`, reads pass through.
+    pub fn new(inner: T, timeout: Option<Duration>) -> Self {
         PrefaceDeadline {
             inner,
             head: [0; PREFACE.len() + FRAME_HEADER_LEN],
             received: 0,
             needed: None,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout))),
         }
     }
 }
@@ -250,7 +252,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_cut_at_the_deadline() {
         let (client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Duration::from_secs(5));
+        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
         let started = tokio::time::Instant::now();
         let mut buffer = [0u8; 64];
         let error = server.read(&mut buffer).await.unwrap_err();
@@ -262,7 +264,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_preface_without_its_settings_is_cut_too() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Duration::from_secs(5));
+        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
         client.write_all(PREFACE).await.unwrap();
         // Half of the SETTINGS frame: its header announces 6 bytes, 3 come.
         let frame = settings_frame(&[0, 3, 0, 0, 0, 100]);
@@ -282,7 +284,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_the_first_frame_reads_have_no_deadline() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Duration::from_secs(5));
+        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
         let mut hello = PREFACE.to_vec();
         hello.extend(settings_frame(&[0, 3, 0, 0, 0, 100]));
         client.write_all(&hello).await.unwrap();

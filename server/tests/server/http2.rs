@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chaos::faults::clients::hold_until_closed;
 use chaos::faults::h2::{Answer, RapidReset, Reason, alpn_h2, rapid_reset};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
@@ -275,6 +276,32 @@ async fn a_rapid_reset_attack_gets_goaway_enhance_your_calm_and_leaves_no_task()
     back_to_baseline(&server, baseline).await;
     // A well-behaved client is still served.
     assert_eq!(get_tls(&server, "/healthz").await.status, StatusCode::OK);
+    assert!(stop(server).await.leaks.is_none());
+}
+
+#[tokio::test]
+async fn without_the_preface_deadline_a_silent_tls_client_pins_its_connection() {
+    let server = start(Config {
+        h2_preface_timeout: SHORT,
+        ..with_bug(Bug::NoH2PrefaceDeadline)
+    });
+    let baseline = baseline(&server).await;
+    let silent = h2_tls(&server).await;
+    let Held::Open(silent) = hold_until_closed(silent, Instant::now() + SHORT * 4).await else {
+        panic!("the server closed a silent HTTP/2 client without a preface deadline");
+    };
+    // Its connection task is still there (the connection serving /debug/tasks aside).
+    let snapshot = tasks(&server).await;
+    assert!(
+        snapshot.live > baseline,
+        "no connection task outlived the deadline: {snapshot:#?}"
+    );
+    assert!(
+        !spawned_in(&snapshot, "server/src/listener.rs").is_empty(),
+        "{snapshot:#?}"
+    );
+    drop(silent);
+    back_to_baseline(&server, baseline).await;
     assert!(stop(server).await.leaks.is_none());
 }
 
