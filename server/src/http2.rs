@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper_util::rt::TokioTimer;
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -134,8 +135,8 @@ impl<C: Future> Future for Served<C> {
 pin_project! {
     /// `inner` with a deadline on the client's first bytes: the connection preface and one whole
     /// frame (the SETTINGS frame the preface must be followed by). A read after the deadline
-    /// fails with `TimedOut`, which ends hyper's connection; once those bytes are in, reads are
-    /// passed through untouched.
+    /// fails with `TimedOut`, which ends hyper's connection, and counts once in `expired`; once
+    /// those bytes are in, reads are passed through untouched.
     #[derive(Debug)]
     pub struct PrefaceDeadline<T> {
         #[pin]
@@ -148,18 +149,24 @@ pin_project! {
         needed: Option<usize>,
         // `None` once the preface and first frame are in.
         deadline: Option<Pin<Box<Sleep>>>,
+        // Counts the connections cut by the deadline.
+        expired: Counter,
+        // The deadline passed: every read fails from then on.
+        timed_out: bool,
     }
 }
 
 impl<T> PrefaceDeadline<T> {
     /// Wraps `inner`; the deadline runs from now. With no `timeout`, reads pass through.
-    pub fn new(inner: T, timeout: Option<Duration>) -> Self {
+    pub fn new(inner: T, timeout: Option<Duration>, expired: Counter) -> Self {
         PrefaceDeadline {
             inner,
             head: [0; PREFACE.len() + FRAME_HEADER_LEN],
             received: 0,
             needed: None,
             deadline: timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout))),
+            expired,
+            timed_out: false,
         }
     }
 }
@@ -171,6 +178,9 @@ impl<T: AsyncRead> AsyncRead for PrefaceDeadline<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if *this.timed_out {
+            return Poll::Ready(Err(preface_deadline_exceeded()));
+        }
         let Some(deadline) = this.deadline.as_mut() else {
             return this.inner.poll_read(cx, buf);
         };
@@ -195,10 +205,11 @@ impl<T: AsyncRead> AsyncRead for PrefaceDeadline<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => match deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "HTTP/2 preface deadline exceeded",
-                ))),
+                Poll::Ready(()) => {
+                    *this.timed_out = true;
+                    this.expired.inc();
+                    Poll::Ready(Err(preface_deadline_exceeded()))
+                }
                 Poll::Pending => Poll::Pending,
             },
             error => error,
@@ -236,6 +247,10 @@ impl<T: AsyncWrite> AsyncWrite for PrefaceDeadline<T> {
     }
 }
 
+fn preface_deadline_exceeded() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "HTTP/2 preface deadline exceeded")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,19 +267,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_cut_at_the_deadline() {
         let (client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
+        let expired = Counter::default();
+        let mut server =
+            PrefaceDeadline::new(server, Some(Duration::from_secs(5)), expired.clone());
         let started = tokio::time::Instant::now();
         let mut buffer = [0u8; 64];
         let error = server.read(&mut buffer).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // Cut once, counted once: a later read fails too and is not counted again.
+        let again = server.read(&mut buffer).await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(expired.get(), 1);
         drop(client);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_preface_without_its_settings_is_cut_too() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
+        let mut server =
+            PrefaceDeadline::new(server, Some(Duration::from_secs(5)), Counter::default());
         client.write_all(PREFACE).await.unwrap();
         // Half of the SETTINGS frame: its header announces 6 bytes, 3 come.
         let frame = settings_frame(&[0, 3, 0, 0, 0, 100]);
@@ -284,7 +306,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_the_first_frame_reads_have_no_deadline() {
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut server = PrefaceDeadline::new(server, Some(Duration::from_secs(5)));
+        let mut server =
+            PrefaceDeadline::new(server, Some(Duration::from_secs(5)), Counter::default());
         let mut hello = PREFACE.to_vec();
         hello.extend(settings_frame(&[0, 3, 0, 0, 0, 100]));
         client.write_all(&hello).await.unwrap();

@@ -256,7 +256,11 @@ async fn serve_http<I>(
             .await
         }
         Protocol::Http2 => {
-            let io = PrefaceDeadline::new(io, context.http2.preface_timeout);
+            let io = PrefaceDeadline::new(
+                io,
+                context.http2.preface_timeout,
+                context.metrics.h2_preface_timeouts.clone(),
+            );
             let connection = context
                 .http2
                 .builder()

@@ -138,6 +138,8 @@ pub struct Metrics {
     pub handshake_timeouts: Counter,
     /// TLS handshakes that failed (garbage, wrong protocol).
     pub handshake_failures: Counter,
+    /// HTTP/2 connections cut by the preface deadline.
+    pub h2_preface_timeouts: Counter,
     /// /proxy requests answered 503 because no pool slot became free in time.
     pub pool_rejections: Counter,
     /// Upstream name resolutions cut by the DNS deadline.
@@ -166,6 +168,7 @@ impl Metrics {
             requests_in_flight: PeakGauge::default(),
             handshake_timeouts: Counter::default(),
             handshake_failures: Counter::default(),
+            h2_preface_timeouts: Counter::default(),
             pool_rejections: Counter::default(),
             dns_timeouts: Counter::default(),
             upstream_timeouts: Counter::default(),
@@ -197,6 +200,11 @@ impl Metrics {
                 "tls_handshake_failures",
                 "TLS handshakes that failed",
                 &metrics.handshake_failures,
+            ),
+            (
+                "h2_preface_timeouts",
+                "HTTP/2 connections cut by the preface deadline",
+                &metrics.h2_preface_timeouts,
             ),
             (
                 "pool_rejections",
