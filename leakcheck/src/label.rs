@@ -2,9 +2,10 @@
 //! [`Labeled`] future is polled, and every descendant of such a task, carries
 //! the label in snapshots and reports.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -12,7 +13,9 @@ use std::task::{Context, Poll};
 use crate::registry::Label;
 
 thread_local! {
-    static CURRENT: RefCell<Option<Arc<Label>>> = const { RefCell::new(None) };
+    /// The label of the [`Labeled`] future being polled on this thread,
+    /// borrowed from it: it holds the `Arc` for as long as its poll runs.
+    static CURRENT: Cell<Option<NonNull<Label>>> = const { Cell::new(None) };
 }
 
 /// Set once any label is polled, so trackers of programs that never label
@@ -51,13 +54,13 @@ impl<F: Future> Future for Labeled<F> {
         let this = unsafe { self.get_unchecked_mut() };
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
         EVER_USED.store(true, Ordering::Relaxed);
-        let previous = CURRENT.with(|current| current.replace(Some(this.label.clone())));
+        let label = Some(NonNull::from(&*this.label));
+        let previous = CURRENT.with(|current| current.replace(label));
         // Restore the outer label even if the inner future panics.
-        struct Restore(Option<Arc<Label>>);
+        struct Restore(Option<NonNull<Label>>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                let previous = self.0.take();
-                let _ = CURRENT.try_with(|current| *current.borrow_mut() = previous);
+                let _ = CURRENT.try_with(|current| current.set(self.0));
             }
         }
         let _restore = Restore(previous);
@@ -65,15 +68,13 @@ impl<F: Future> Future for Labeled<F> {
     }
 }
 
-/// The label of the future being polled on this thread, if any.
-pub(crate) fn current() -> Option<Arc<Label>> {
+/// The label of the future being polled on this thread, if any, borrowed:
+/// valid until that poll returns (so for the whole of a spawn hook run in it).
+pub(crate) fn current() -> Option<NonNull<Label>> {
     if !EVER_USED.load(Ordering::Relaxed) {
         return None;
     }
-    CURRENT
-        .try_with(|current| current.borrow().clone())
-        .ok()
-        .flatten()
+    CURRENT.try_with(Cell::get).ok().flatten()
 }
 
 pub(crate) fn ever_used() -> bool {

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::hash::Hasher;
 use std::num::NonZeroU64;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -418,7 +419,7 @@ impl Inner {
     fn context_for(
         self: &Arc<Self>,
         parent: Option<NonZeroU64>,
-    ) -> (Option<ContextRef>, Option<Arc<Label>>) {
+    ) -> (Option<ContextRef>, Option<NonNull<Label>>) {
         let current = crate::label::current();
         let Some(parent) = parent else {
             return (
@@ -434,12 +435,10 @@ impl Inner {
             return (None, None);
         }
         let (spawner, anchor) = self.spawner(parent);
+        // Both borrowed from `parent`'s record: `parent` is running on this
+        // thread (it is inside spawn), so the record outlives the spawn hook.
         let (ctx, inherited) = match spawner {
-            // SAFETY: `parent` is running on this thread: it is inside spawn.
-            Ok(spawner) => (
-                spawner.ctx.map(ContextRef::Borrowed),
-                current.is_none().then(|| unsafe { spawner.label() }),
-            ),
+            Ok(spawner) => (spawner.ctx.map(ContextRef::Borrowed), spawner.label),
             Err(()) => (None, None),
         };
         let ctx = match (anchor, ctx) {
@@ -448,7 +447,7 @@ impl Inner {
             (None, None) if spawner.is_err() => self.unknown_spawner(),
             (None, None) => None,
         };
-        (ctx, current.or(inherited.flatten()))
+        (ctx, current.or(inherited))
     }
 
     #[cfg(tokio_unstable)]
