@@ -100,8 +100,8 @@ where
 
 pin_project! {
     /// An HTTP/2 connection being served: hyper's connection future, polled through a frame of
-    /// the server's own (never inlined, never a tail call), so a task dump names where an HTTP/2 connection
-    /// waits even in a release build, apart from HTTP/1's header read.
+    /// the server's own (never inlined, never a tail call), so a task dump names where an
+    /// HTTP/2 connection waits even in a release build, apart from HTTP/1's header read.
     #[derive(Debug)]
     pub struct Served<C> {
         #[pin]
