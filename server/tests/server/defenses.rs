@@ -80,11 +80,7 @@ async fn a_stalled_tls_handshake_is_cut() {
         );
     }
     back_to_baseline(&server, baseline).await;
-    let metrics = get(&server, "/metrics").await.body;
-    assert!(
-        metrics.contains("leakcheck_server_tls_handshake_timeouts_total 2"),
-        "{metrics}"
-    );
+    assert_metric(&server, "leakcheck_server_tls_handshake_timeouts_total 2").await;
     assert!(stop(server).await.leaks.is_none());
 }
 
@@ -462,11 +458,7 @@ async fn a_stalled_upstream_is_cut_by_the_response_deadline_and_frees_its_slot()
     }
     // The wedged connections are dropped with their driver tasks.
     back_to_baseline(&server, baseline).await;
-    let metrics = get(&server, "/metrics").await.body;
-    assert!(
-        metrics.contains("leakcheck_server_upstream_timeouts_total 2"),
-        "{metrics}"
-    );
+    assert_metric(&server, "leakcheck_server_upstream_timeouts_total 2").await;
     assert!(stop(server).await.leaks.is_none());
 }
 
@@ -534,11 +526,7 @@ async fn a_trickle_reader_is_cut_by_the_stream_deadline() {
     })
     .await;
     back_to_baseline(&server, baseline).await;
-    let metrics = get(&server, "/metrics").await.body;
-    assert!(
-        metrics.contains("leakcheck_server_stream_timeouts_total 1"),
-        "{metrics}"
-    );
+    assert_metric(&server, "leakcheck_server_stream_timeouts_total 1").await;
     assert!(stop(server).await.leaks.is_none());
 }
 

@@ -116,11 +116,7 @@ async fn a_tls_client_that_sends_no_preface_is_cut_at_the_preface_deadline() {
         .expect("the server closed the preface-only connection");
     assert!(closed < SHORT * 5, "closed after {closed:?}");
     back_to_baseline(&server, baseline).await;
-    let metrics = crate::support::get(&server, "/metrics").await.body;
-    assert!(
-        metrics.contains("leakcheck_server_h2_preface_timeouts_total 2"),
-        "{metrics}"
-    );
+    assert_metric(&server, "leakcheck_server_h2_preface_timeouts_total 2").await;
     assert!(stop(server).await.leaks.is_none());
 }
 

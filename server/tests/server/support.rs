@@ -56,6 +56,12 @@ pub fn start(config: Config) -> RunningServer {
     leakcheck_server::spawn(config).expect("server starts")
 }
 
+/// Asserts that the server's `/metrics` has the sample `line` (a name and its value).
+pub async fn assert_metric(server: &RunningServer, line: &str) {
+    let metrics = get(server, "/metrics").await.body;
+    assert!(metrics.contains(line), "no `{line}` in {metrics}");
+}
+
 /// The deadline on a whole streamed response in the stream-deadline tests.
 pub const STREAM_DEADLINE: Duration = Duration::from_secs(1);
 
