@@ -5,11 +5,14 @@
 //! tokio-metrics' `TaskMonitor`. Then the cost per poll of leakcheck's poll
 //! hooks, and console-subscriber in a phase of its own.
 //!
-//! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread | --multi-thread] [--pattern TEXT] [--spawn-only]`
+//! `cargo bench -p leakcheck --bench spawn_cost [-- ROUNDS] [--current-thread | --multi-thread] [--pattern TEXT] [--variant TEXT] [--spawn-only]`
 //!
 //! Both flavors run unless one is named; `--pattern` keeps the patterns whose
-//! name contains TEXT and `--spawn-only` skips the poll and console phases
-//! (both for profiling one pattern). The patterns:
+//! name contains TEXT, `--variant` the variants whose name contains TEXT
+//! (untracked always runs: it is every ratio's denominator), and
+//! `--spawn-only` skips the poll and console phases (all three for
+//! profiling: with one tracked variant kept, every leakcheck sample in a
+//! profile is that variant's). The patterns:
 //! - **block_on body, no scope / in a scope**: spawned from the `block_on`
 //!   future (where a `#[leakcheck::test]` body spawns; not a task, so tokio
 //!   names no parent), without and inside an open `verify_none` scope;
@@ -152,6 +155,14 @@ mod bench {
                 Pattern::CrossThread => "cross-thread terminate",
             }
         }
+    }
+
+    /// The column of `instrument` in a [`Row`].
+    fn column(instrument: Instrument) -> usize {
+        INSTRUMENTS
+            .iter()
+            .position(|&i| i == instrument)
+            .expect("every instrument has a column")
     }
 
     /// What watches the runtime's tasks.
@@ -470,7 +481,7 @@ mod bench {
     }
 
     /// Samples of one (flavor, pattern): one list per instrument, in
-    /// [`INSTRUMENTS`] order.
+    /// [`INSTRUMENTS`] order (empty for an instrument not measured).
     struct Row {
         pattern: Pattern,
         samples: [Vec<f64>; INSTRUMENTS.len()],
@@ -481,6 +492,7 @@ mod bench {
     fn measure_spawns(
         flavors: &[Flavor],
         patterns: &[Pattern],
+        instruments: &[Instrument],
         rounds: usize,
     ) -> Vec<(Flavor, Vec<Row>)> {
         let monitor = TaskMonitor::new();
@@ -501,19 +513,19 @@ mod bench {
         // the 1,024 call stacks interned once.
         for (flavor, rows) in &tables {
             for row in rows {
-                for instrument in INSTRUMENTS {
+                for &instrument in instruments {
                     sample(*flavor, row.pattern, instrument, &monitor);
                 }
             }
         }
-        let count = INSTRUMENTS.len();
+        let count = instruments.len();
         for round in 0..rounds {
             for (flavor, rows) in &mut tables {
                 for row in rows.iter_mut() {
                     for i in 0..count {
-                        let which = (round + i) % count;
-                        let ns = sample(*flavor, row.pattern, INSTRUMENTS[which], &monitor);
-                        row.samples[which].push(ns);
+                        let instrument = instruments[(round + i) % count];
+                        let ns = sample(*flavor, row.pattern, instrument, &monitor);
+                        row.samples[column(instrument)].push(ns);
                     }
                 }
             }
@@ -545,31 +557,32 @@ mod bench {
                 row.pattern.name(),
                 format!("{base_p50:.0} / {base_p10:.0}")
             );
-            let mut medians = [0.0; INSTRUMENTS.len()];
+            let mut medians = [None; INSTRUMENTS.len()];
             for (i, samples) in row.samples.iter().enumerate().skip(1) {
-                medians[i] = percentile(samples, 50) / base_p50;
+                if samples.is_empty() {
+                    print!(" {:>16}", "-");
+                    continue;
+                }
+                let median = percentile(samples, 50) / base_p50;
                 let p10 = percentile(samples, 10) / base_p10;
-                print!(" {:>16}", format!("{:.2}x ({p10:.2}x)", medians[i]));
+                medians[i] = Some(median);
+                print!(" {:>16}", format!("{median:.2}x ({p10:.2}x)"));
             }
-            let position = |wanted: Instrument| {
-                INSTRUMENTS
-                    .iter()
-                    .position(|&i| i == wanted)
-                    .expect("every instrument has a column")
-            };
             let (sites, full, monitor) = (
-                medians[position(Instrument::Sites)],
-                medians[position(Instrument::Full)],
-                medians[position(Instrument::TaskMonitor)],
+                medians[column(Instrument::Sites)],
+                medians[column(Instrument::Full)],
+                medians[column(Instrument::TaskMonitor)],
             );
             let mut missed = Vec::new();
-            if sites > SITES_TARGET {
+            if let Some(sites) = sites.filter(|&sites| sites > SITES_TARGET) {
                 missed.push(format!("sites +{:.2}x", sites - SITES_TARGET));
             }
-            if full > FULL_TARGET {
+            if let Some(full) = full.filter(|&full| full > FULL_TARGET) {
                 missed.push(format!("full +{:.2}x", full - FULL_TARGET));
             }
-            if full >= monitor {
+            if let (Some(full), Some(monitor)) = (full, monitor)
+                && full >= monitor
+            {
                 missed.push("full ≥ TaskMonitor".to_owned());
             }
             if missed.is_empty() {
@@ -748,6 +761,39 @@ mod bench {
         println!();
     }
 
+    /// The items of `all` whose name contains the value of `flag` (all of
+    /// them without the flag); exits with a message naming the choices when
+    /// the value is missing or matches none.
+    fn chosen<T: Copy>(
+        args: &[String],
+        flag: &str,
+        what: &str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Vec<T> {
+        let Some(at) = args.iter().position(|arg| arg == flag) else {
+            return all.to_vec();
+        };
+        let Some(text) = args.get(at + 1) else {
+            eprintln!("{flag} needs a value: part of a {what}'s name");
+            std::process::exit(2);
+        };
+        let chosen: Vec<T> = all
+            .iter()
+            .copied()
+            .filter(|&item| name(item).contains(text.as_str()))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<_> = all.iter().map(|&item| name(item)).collect();
+            eprintln!(
+                "{flag} {text:?} matches no {what}; the {what}s are: {}",
+                names.join("; ")
+            );
+            std::process::exit(2);
+        }
+        chosen
+    }
+
     pub(crate) fn main() {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let rounds = args
@@ -760,34 +806,21 @@ mod bench {
             (false, true) => vec![Flavor::CurrentThread],
             _ => vec![Flavor::MultiThread, Flavor::CurrentThread],
         };
-        // `--pattern TEXT`: only the patterns whose name contains TEXT (for
-        // profiling one of them).
-        let patterns: Vec<Pattern> = match args.iter().position(|arg| arg == "--pattern") {
-            Some(at) => {
-                let Some(text) = args.get(at + 1) else {
-                    eprintln!("--pattern needs a value: part of a pattern's name");
-                    std::process::exit(2);
-                };
-                let chosen: Vec<_> = PATTERNS
-                    .into_iter()
-                    .filter(|pattern| pattern.name().contains(text.as_str()))
-                    .collect();
-                if chosen.is_empty() {
-                    let names: Vec<_> = PATTERNS.iter().map(|p| p.name()).collect();
-                    eprintln!(
-                        "--pattern {text:?} matches no pattern; the patterns are: {}",
-                        names.join("; ")
-                    );
-                    std::process::exit(2);
-                }
-                chosen
-            }
-            None => PATTERNS.to_vec(),
-        };
+        // `--pattern TEXT` / `--variant TEXT`: only those whose name contains
+        // TEXT (for profiling one of them); untracked always runs.
+        let patterns = chosen(&args, "--pattern", "pattern", &PATTERNS, Pattern::name);
+        let mut instruments = chosen(
+            &args,
+            "--variant",
+            "variant",
+            &INSTRUMENTS[1..],
+            Instrument::name,
+        );
+        instruments.insert(0, Instrument::Untracked);
         if patterns.contains(&Pattern::DistinctStacks) {
             assert_distinct_stacks();
         }
-        for (flavor, rows) in measure_spawns(&flavors, &patterns, rounds) {
+        for (flavor, rows) in measure_spawns(&flavors, &patterns, &instruments, rounds) {
             print_spawns(flavor, &rows, rounds);
         }
         if wants("--spawn-only") {
