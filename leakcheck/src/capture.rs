@@ -85,10 +85,12 @@ thread_local! {
     static POLL_FRAME: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Marks the start of a task's poll; called first thing in the body of the
-/// before-poll hook's closure, which tokio calls through a function pointer
-/// from the frame that goes on to poll the task: that closure's own frame
-/// record holds the record of that frame.
+/// Marks the start of a poll of user code: called first thing in a frame
+/// whose caller goes on to poll it — the before-poll hook's closure, which
+/// tokio calls through a function pointer from the frame that polls the task,
+/// or the `#[inline(never)]` function through which the test harness polls
+/// a test body. That frame's own record holds its caller's, where the walk
+/// of a spawn made in the poll then ends.
 #[inline(always)]
 pub(crate) fn poll_started() {
     #[cfg(leakcheck_fp_walk)]
@@ -102,9 +104,9 @@ pub(crate) fn poll_started() {
     }
 }
 
-/// Marks the end of a task's poll; a nested poll on this thread (a runtime
-/// driven inside a task) leaves the outer one with no mark, and so with the
-/// whole walk, which is always right.
+/// Marks the end of a poll begun by [`poll_started`]; a nested poll on this
+/// thread (a runtime driven inside a task) leaves the outer one with no mark,
+/// and so with the whole walk, which is always right.
 #[inline]
 pub(crate) fn poll_ended() {
     #[cfg(leakcheck_fp_walk)]
@@ -743,6 +745,52 @@ mod tests {
                 .any(|n| n.contains("a_capture_inside_a_task_ends_at_the_poll")),
             "the task's own frames are kept: {in_task:#?}"
         );
+    }
+
+    #[cfg(leakcheck_fp_walk)]
+    #[test]
+    fn a_capture_in_a_test_body_ends_at_the_harness() {
+        let config = crate::harness::TestConfig {
+            name: "leakcheck::capture::tests::a_capture_in_a_test_body_ends_at_the_harness",
+            flavor: crate::harness::Flavor::CurrentThread,
+            grace: None,
+            ignore: &[],
+            mode: None,
+            expects_panic: false,
+            named_by_libtest: false,
+        };
+        let mut in_body = None;
+        crate::harness::run_test(
+            config,
+            tokio::runtime::Builder::new_current_thread(),
+            async { in_body = capture_here() },
+        );
+        let names = function_names(in_body.expect("a stack was captured"));
+        // The last frame kept is the harness closure that calls `poll_body`;
+        // none of the runtime's, the harness function's or libtest's.
+        let above_the_body = |names: &[String]| {
+            names.iter().any(|n| {
+                n.contains("block_on")
+                    || n == "leakcheck::harness::run_test"
+                    || n.contains("__rust_begin_short_backtrace")
+            })
+        };
+        assert!(
+            !above_the_body(&names),
+            "the walk ends at the harness: {names:#?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains("a_capture_in_a_test_body_ends_at_the_harness")),
+            "the body's own frames are kept: {names:#?}"
+        );
+        // Control: the same capture outside the harness reaches both.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let control = function_names(runtime.block_on(async { capture_here() }).unwrap());
+        assert!(above_the_body(&control), "control: {control:#?}");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
 use std::process::{ExitCode, Termination};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::report::LeakReport;
@@ -67,6 +68,26 @@ fn test_name(config: &TestConfig) -> String {
     config.name.to_owned()
 }
 
+/// Polls the test body, its panics caught. A spawn backtrace taken inside
+/// ends at this frame (see [`crate::capture::poll_started`]): above it lie
+/// the runtime's `block_on`, this harness and libtest, a dozen or more
+/// frames the same for every spawn of every test, which would otherwise be
+/// walked and hashed at each spawn and end every reported stack.
+#[inline(never)]
+fn poll_body<F: Future>(
+    body: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<std::thread::Result<F::Output>> {
+    crate::capture::poll_started();
+    let polled = catch_unwind(AssertUnwindSafe(|| body.poll(cx)));
+    crate::capture::poll_ended();
+    match polled {
+        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(panic) => Poll::Ready(Err(panic)),
+    }
+}
+
 /// Runs a test body on a runtime built from `builder` with a [`Tracker`]
 /// installed, checks it leaked nothing, and returns the body's exit code.
 ///
@@ -96,14 +117,7 @@ where
     let run = async {
         let guard = VerifyGuard::for_tracker(&tracker, name, grace, ignore);
         let mut body = std::pin::pin!(body);
-        let outcome = std::future::poll_fn(|cx| {
-            match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
-                Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-                Ok(Poll::Pending) => Poll::Pending,
-                Err(panic) => Poll::Ready(Err(panic)),
-            }
-        })
-        .await;
+        let outcome = std::future::poll_fn(|cx| poll_body(body.as_mut(), cx)).await;
         (outcome, guard.verify().await)
     };
     let (outcome, verdict) = match config.flavor {
