@@ -165,6 +165,23 @@ mod bench {
             .expect("every instrument has a column")
     }
 
+    /// What `--pattern` chooses from: a row of the table, or the test-body
+    /// phase.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Measured {
+        Table(Pattern),
+        TestBody,
+    }
+
+    impl Measured {
+        fn name(self) -> &'static str {
+            match self {
+                Measured::Table(pattern) => pattern.name(),
+                Measured::TestBody => TEST_BODY,
+            }
+        }
+    }
+
     /// What watches the runtime's tasks.
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Instrument {
@@ -625,6 +642,62 @@ mod bench {
         }
     }
 
+    /// The test-body phase's name, for `--pattern`.
+    const TEST_BODY: &str = "#[leakcheck::test] body";
+
+    /// Spawn+join from the body of a `#[leakcheck::test]`, run through the
+    /// harness the attribute expands to (its tracker takes the environment's
+    /// settings: full backtraces unless `LEAKCHECK_BACKTRACE=off`).
+    fn test_body(flavor: Flavor) -> Variant {
+        Variant {
+            name: TEST_BODY,
+            run: Box::new(move || {
+                let config = leakcheck::__private::TestConfig {
+                    name: "spawn_cost::test_body",
+                    flavor: match flavor {
+                        Flavor::MultiThread => leakcheck::__private::Flavor::MultiThread,
+                        Flavor::CurrentThread => leakcheck::__private::Flavor::CurrentThread,
+                    },
+                    grace: None,
+                    ignore: &[],
+                    mode: None,
+                    expects_panic: false,
+                    named_by_libtest: false,
+                };
+                let mut builder = flavor.builder();
+                builder.enable_all();
+                let mut elapsed = Duration::ZERO;
+                leakcheck::__private::run_test(config, builder, async {
+                    elapsed = batches(|_| tokio::spawn(async {})).await;
+                });
+                elapsed
+            }),
+            samples: Vec::new(),
+        }
+    }
+
+    /// The same loop in a plain `block_on` body, untracked or in a
+    /// `verify_none` scope of a tracker with full backtraces.
+    fn block_on_body(flavor: Flavor, tracked: bool) -> Variant {
+        Variant {
+            name: if tracked {
+                "block_on body, full, scope"
+            } else {
+                "block_on body, untracked"
+            },
+            run: Box::new(move || {
+                let tracker = Tracker::builder().backtrace(BacktraceMode::Full).build();
+                let runtime = runtime(flavor, |b| {
+                    if tracked {
+                        tracker.install(b);
+                    }
+                });
+                in_block_on(&runtime, tracked, batches(|_| tokio::spawn(async {})))
+            }),
+            samples: Vec::new(),
+        }
+    }
+
     fn console_subscriber(flavor: Flavor) -> Variant {
         use tracing_subscriber::layer::SubscriberExt;
         // Instruments tokio's spawn spans through tracing; the subscriber is
@@ -808,7 +881,19 @@ mod bench {
         };
         // `--pattern TEXT` / `--variant TEXT`: only those whose name contains
         // TEXT (for profiling one of them); untracked always runs.
-        let patterns = chosen(&args, "--pattern", "pattern", &PATTERNS, Pattern::name);
+        let all: Vec<Measured> = PATTERNS
+            .iter()
+            .map(|&pattern| Measured::Table(pattern))
+            .chain([Measured::TestBody])
+            .collect();
+        let picked = chosen(&args, "--pattern", "pattern", &all, Measured::name);
+        let patterns: Vec<Pattern> = picked
+            .iter()
+            .filter_map(|measured| match measured {
+                Measured::Table(pattern) => Some(*pattern),
+                Measured::TestBody => None,
+            })
+            .collect();
         let mut instruments = chosen(
             &args,
             "--variant",
@@ -820,8 +905,30 @@ mod bench {
         if patterns.contains(&Pattern::DistinctStacks) {
             assert_distinct_stacks();
         }
-        for (flavor, rows) in measure_spawns(&flavors, &patterns, &instruments, rounds) {
-            print_spawns(flavor, &rows, rounds);
+        if !patterns.is_empty() {
+            for (flavor, rows) in measure_spawns(&flavors, &patterns, &instruments, rounds) {
+                print_spawns(flavor, &rows, rounds);
+            }
+        }
+        // A test body spawns like a `block_on` body, but through the
+        // harness, whose frame ends spawn walks (not in the table above: its
+        // tracker takes the environment's settings, so no sites column).
+        if picked.contains(&Measured::TestBody) {
+            for &flavor in &flavors {
+                let mut variants = vec![
+                    block_on_body(flavor, false),
+                    block_on_body(flavor, true),
+                    test_body(flavor),
+                ];
+                measure(&mut variants, rounds, BATCH * BATCHES);
+                print(
+                    &format!(
+                        "spawn+join from a test body, {} runtime, {rounds} interleaved rounds",
+                        flavor.name()
+                    ),
+                    &variants,
+                );
+            }
         }
         if wants("--spawn-only") {
             return;
