@@ -159,6 +159,7 @@ mod harness;
 mod label;
 mod liveness;
 mod manifest;
+mod modules;
 mod names;
 mod output;
 mod paths;

@@ -53,15 +53,14 @@ fn resolve_uncached(stack: StackId) -> Vec<Frame> {
         let pc = addr.saturating_sub(1) as *mut std::ffi::c_void;
         backtrace::resolve(pc, |symbol| {
             let Some(name) = symbol.name() else { return };
-            let function = format!("{name:#}");
+            let file = symbol.filename();
+            let function = crate::modules::qualify(format!("{name:#}"), file);
             if is_plumbing(&function) {
                 return;
             }
             frames.push(Frame {
                 function,
-                file: symbol
-                    .filename()
-                    .map(|f| crate::paths::relative(&f.to_string_lossy())),
+                file: file.map(|f| crate::paths::relative(&f.to_string_lossy())),
                 line: symbol.lineno(),
             });
         });
