@@ -208,14 +208,14 @@ pub(crate) async fn parked(
                     let Some(name) = symbol.name_demangled() else {
                         continue;
                     };
-                    if crate::symbolize::is_plumbing(name) {
+                    let file = symbol.filename();
+                    let function = crate::modules::qualify(strip_hash(name).to_owned(), file);
+                    if crate::symbolize::is_plumbing(&function) {
                         continue;
                     }
                     let frame = Frame {
-                        function: strip_hash(name).to_owned(),
-                        file: symbol
-                            .filename()
-                            .map(|file| crate::paths::relative(&file.to_string_lossy())),
+                        function,
+                        file: file.map(|file| crate::paths::relative(&file.to_string_lossy())),
                         line: symbol.lineno(),
                     };
                     if frames.last() != Some(&frame) {
