@@ -107,7 +107,9 @@ fn strip_version(dir: &str) -> Option<&str> {
 
 /// Any other file: the package of the nearest `Cargo.toml` above it. Under
 /// `src/` the crate is the library (or, for `main.rs` and `bin/`, the
-/// binary); a file of `tests/`, `benches/` or `examples/` is its own crate.
+/// binary); a file or directory of `tests/`, `benches/` or `examples/` is
+/// its own crate. An approximation where the layout does not say: a module
+/// shared by several test crates (`tests/common/mod.rs`) reads `common`.
 fn package_crate(file: &Path) -> Option<(String, Vec<String>)> {
     let (dir, package) = file
         .ancestors()
