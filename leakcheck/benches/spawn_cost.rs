@@ -686,9 +686,10 @@ mod bench {
                 "block_on body, untracked"
             },
             run: Box::new(move || {
-                let tracker = Tracker::builder().backtrace(BacktraceMode::Full).build();
+                let tracker =
+                    tracked.then(|| Tracker::builder().backtrace(BacktraceMode::Full).build());
                 let runtime = runtime(flavor, |b| {
-                    if tracked {
+                    if let Some(tracker) = &tracker {
                         tracker.install(b);
                     }
                 });
